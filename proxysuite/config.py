@@ -1,0 +1,103 @@
+"""The suite's configuration: one frozen dataclass, filled from CLI flags or pytest options.
+
+The same option table feeds ``pytest --provider …`` (see ``plugin.py``) and
+``proxysuite cluster up --provider …`` (see ``cli.py``), so a flag means the
+same thing everywhere and is documented once.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from .errors import SuiteError
+from .modes import get_mode
+
+PROVIDERS = ("local", "kind", "existing")
+DEFAULT_K8S_VERSION = "v1.37.2"
+
+
+def default_state_root() -> Path:
+    """Where clusters keep their state (kubeconfigs, certs, PIDs, logs)."""
+    return Path(os.environ.get("PROXYSUITE_STATE_DIR", "/var/lib/proxysuite"))
+
+
+def default_cache_root() -> Path:
+    """Where built components are cached, keyed by version."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(os.environ.get("PROXYSUITE_CACHE_DIR", os.path.join(base, "proxysuite")))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user-facing option, shared by the CLI and the pytest plugin."""
+
+    name: str
+    help: str
+    default: object = None
+    choices: tuple[str, ...] | None = None
+    type: type = str
+    flag: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("provider", "where the cluster runs: local (netns, no Docker), kind, or existing (kubeconfig)", "local", PROVIDERS),
+    Option("mode", "proxy under test: iptables, nftables, ipvs, cilium or custom", "iptables"),
+    Option("nodes", "number of worker nodes (local and kind)", 2, type=int),
+    Option("k8s-version", "Kubernetes version of the components (local builds it; kind picks the node image)", DEFAULT_K8S_VERSION),
+    Option("proxy-cmd", "custom proxy command template run on every local node; placeholders "
+           "{kubeconfig} {node} {node_ip} {cluster_cidr} {service_cidr} {metrics_addr} {healthz_addr}"),
+    Option("proxy-manifest", "YAML applied on a kind custom.yaml cluster to install your proxy (DaemonSet)"),
+    Option("kubeconfig", "kubeconfig of an existing cluster (--provider existing)", os.environ.get("KUBECONFIG")),
+    Option("context", "kubeconfig context (--provider existing)"),
+    Option("cluster-name", "name of the cluster to create or reuse (default: proxysuite-<mode>)"),
+    Option("keep-cluster", "leave the cluster running after the test session", False, type=bool, flag=True),
+    Option("api-port", "loopback port of the local apiserver relay (0 = pick a free port)", 0, type=int),
+    Option("reports-dir", "where reports, matrices and forensics are written", "reports"),
+)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    provider: str = "local"
+    """local | kind | existing."""
+    mode: str = "iptables"
+    """Proxy mode under test, see ``proxysuite.modes``."""
+    nodes: int = 2
+    """Worker nodes (the local provider runs the control plane in its own namespace, not on a node)."""
+    k8s_version: str = DEFAULT_K8S_VERSION
+    proxy_cmd: str | None = None
+    proxy_manifest: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    cluster_name: str | None = None
+    keep_cluster: bool = False
+    api_port: int = 0
+    reports_dir: str = "reports"
+    run_id: str = field(default_factory=lambda: secrets.token_hex(3))
+    """Short id stamped on everything this run creates (namespaces, processes, files)."""
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise SuiteError(f"unknown provider {self.provider!r}", f"use --provider one of {', '.join(PROVIDERS)}")
+        get_mode(self.mode)
+        if not 1 <= self.nodes <= 20:
+            raise SuiteError(f"--nodes {self.nodes} is out of range", "use 1 to 20 nodes")
+        if self.mode == "custom" and self.provider == "local" and not self.proxy_cmd:
+            raise SuiteError("--mode custom on the local provider needs the proxy's command", "pass --proxy-cmd 'TEMPLATE'")
+        if self.proxy_cmd and self.mode != "custom":
+            raise SuiteError("--proxy-cmd replaces kube-proxy, so it only goes with --mode custom", "add --mode custom")
+
+    @property
+    def name(self) -> str:
+        return self.cluster_name or f"proxysuite-{self.mode}"
+
+    def with_(self, **changes) -> "SuiteConfig":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> "SuiteConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k.replace("-", "_"): v for k, v in values.items() if k.replace("-", "_") in known and v is not None})

@@ -1,0 +1,249 @@
+"""The probe engine: send real packets to a target and record what came back.
+
+This module is deliberately stdlib-only and self-contained: on the local
+provider it runs in-process with sockets opened inside a network namespace; on
+kind and existing clusters the same file is shipped into a client pod and run
+there (``python3 -c <this file> '<json>'``). One implementation, every vantage
+point, identical semantics.
+
+The backends are agnhost ``netexec`` servers (upstream's e2e backend):
+HTTP ``GET /hostname`` returns the pod name, ``GET /clientip`` returns the
+``ip:port`` the server saw; the UDP server answers the datagrams ``hostname``
+and ``clientip``. ``ask="both"`` sends both HTTP requests on one connection, so
+both answers come from the same backend (one conntrack entry).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+# Outcomes, from the client's point of view.
+OK = "ok"
+REFUSED = "refused"  # TCP RST or ICMP port-unreachable: the proxy REJECTs (or nothing listens)
+TIMEOUT = "timeout"  # no answer at all: DROP, blackhole or a dead backend
+RESET = "reset"  # connection established, then reset
+UNREACHABLE = "unreachable"  # ICMP host/net unreachable or no route
+ERROR = "error"  # anything else (bad reply, local error)
+
+
+@dataclass
+class ProbeRequest:
+    host: str
+    port: int
+    protocol: str = "tcp"
+    """``tcp`` (HTTP to netexec) or ``udp`` (netexec's UDP commands)."""
+    ask: str = "hostname"
+    """``hostname``, ``clientip``, ``both`` or ``connect`` (TCP handshake only)."""
+    count: int = 1
+    timeout: float = 2.0
+    """Seconds for connect and for each reply."""
+    interval: float = 0.0
+    """Pause between requests, seconds."""
+    source_port: int | None = None
+    """Bind this local port (UDP affinity, conntrack checks); None lets the kernel pick."""
+    label: str = ""
+    """Free text carried into each observation (which scenario asked)."""
+
+
+@dataclass
+class Observation:
+    host: str
+    port: int
+    protocol: str
+    outcome: str
+    backend: str | None = None
+    """Who answered (the backend pod's hostname)."""
+    client_ip: str | None = None
+    """The source address the backend saw (without port)."""
+    connect_us: float | None = None
+    """TCP handshake time: SYN to SYN-ACK, i.e. the first-packet round trip through the proxy."""
+    total_us: float | None = None
+    """Whole exchange, connect to last byte."""
+    started: float = field(default_factory=time.time)
+    error: str | None = None
+    label: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _classify(exc: BaseException) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return TIMEOUT
+    if isinstance(exc, ConnectionRefusedError):
+        return REFUSED
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return RESET
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL):
+        return UNREACHABLE
+    return ERROR
+
+
+def _http_exchange(sock: socket.socket, host: str, path: str, reader: "_Reader") -> str:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: proxysuite\r\n\r\n".encode())
+    head = reader.until(b"\r\n\r\n")
+    status_line, _, rest = head.partition(b"\r\n")
+    parts = status_line.split()
+    if len(parts) < 2 or parts[1] != b"200":
+        raise ValueError(f"unexpected HTTP status line {status_line[:80]!r}")
+    length = None
+    for line in rest.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    if length is None:
+        raise ValueError("reply has no Content-Length")
+    return reader.exactly(length).decode(errors="replace").strip()
+
+
+class _Reader:
+    def __init__(self, sock: socket.socket):
+        self.sock, self.buf = sock, b""
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("peer closed the connection")
+        self.buf += chunk
+
+    def until(self, marker: bytes) -> bytes:
+        while marker not in self.buf:
+            self._fill()
+        out, _, self.buf = self.buf.partition(marker)
+        return out
+
+    def exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def _strip_port(addr: str) -> str:
+    # netexec answers "ip:port" (or "[v6]:port").
+    if addr.startswith("["):
+        return addr[1:].split("]")[0]
+    return addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
+
+
+def probe_tcp(req: ProbeRequest, make_socket=socket.socket) -> Observation:
+    obs = Observation(req.host, req.port, "tcp", OK, label=req.label)
+    family = socket.AF_INET6 if ":" in req.host else socket.AF_INET
+    sock = make_socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(req.timeout)
+        if req.source_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("", req.source_port))
+        t0 = time.perf_counter_ns()
+        sock.connect((req.host, req.port))
+        obs.connect_us = (time.perf_counter_ns() - t0) / 1000
+        if req.ask != "connect":
+            reader = _Reader(sock)
+            if req.ask in ("hostname", "both"):
+                obs.backend = _http_exchange(sock, req.host, "/hostname", reader)
+            if req.ask in ("clientip", "both"):
+                obs.client_ip = _strip_port(_http_exchange(sock, req.host, "/clientip", reader))
+        obs.total_us = (time.perf_counter_ns() - t0) / 1000
+    except Exception as exc:  # noqa: BLE001 - every failure is an observation
+        obs.outcome, obs.error = _classify(exc), f"{type(exc).__name__}: {exc}"
+    finally:
+        sock.close()
+    return obs
+
+
+def probe_udp(req: ProbeRequest, make_socket=socket.socket) -> Observation:
+    obs = Observation(req.host, req.port, "udp", OK, label=req.label)
+    family = socket.AF_INET6 if ":" in req.host else socket.AF_INET
+    sock = make_socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.settimeout(req.timeout)
+        if req.source_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("", req.source_port))
+        # A connected UDP socket turns an ICMP port-unreachable into ECONNREFUSED on recv.
+        sock.connect((req.host, req.port))
+        t0 = time.perf_counter_ns()
+        asks = {"hostname": ["hostname"], "clientip": ["clientip"], "both": ["hostname", "clientip"]}.get(req.ask, ["hostname"])
+        for what in asks:
+            sock.send(what.encode())
+            reply = sock.recv(65536).decode(errors="replace").strip()
+            if what == "hostname":
+                obs.backend = reply
+            else:
+                obs.client_ip = _strip_port(reply)
+        obs.total_us = (time.perf_counter_ns() - t0) / 1000
+    except Exception as exc:  # noqa: BLE001
+        obs.outcome, obs.error = _classify(exc), f"{type(exc).__name__}: {exc}"
+    finally:
+        sock.close()
+    return obs
+
+
+def run(requests: list[ProbeRequest], make_socket=socket.socket) -> list[Observation]:
+    """Run each request ``count`` times, in order, and return every observation."""
+    out: list[Observation] = []
+    for req in requests:
+        probe = probe_udp if req.protocol == "udp" else probe_tcp
+        for i in range(req.count):
+            if i and req.interval:
+                time.sleep(req.interval)
+            out.append(probe(req, make_socket))
+    return out
+
+
+def http_get(host: str, port: int, path: str, timeout: float = 3.0, make_socket=socket.socket) -> tuple[int, str]:
+    """Plain HTTP GET returning (status, body); for proxy health and metrics endpoints.
+
+    Any status is returned (healthz answers 503 by design); connection failures raise.
+    """
+    sock = make_socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b"\r\n", 1)[0].split()[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    return status, body.decode(errors="replace")
+
+
+def _dechunk(body: bytes) -> bytes:
+    out, rest = b"", body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out, rest = out + rest[:size], rest[size + 2:]
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """Entry point inside a remote vantage: argv[1] is a JSON list of ProbeRequest dicts."""
+    payload = json.loads(argv[1])
+    if isinstance(payload, dict) and payload.get("http_get"):
+        status, body = http_get(**payload["http_get"])
+        print(json.dumps({"status": status, "body": body}))
+        return 0
+    for obs in run([ProbeRequest(**r) for r in payload]):
+        print(json.dumps(obs.to_dict()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
