@@ -1,0 +1,242 @@
+"""Read a proxy's Prometheus metrics and turn two scrapes into what happened between them.
+
+kube-proxy exports cumulative histograms: every sync since the process
+started is in ``kubeproxy_sync_proxy_rules_duration_seconds``. A run at 5,000
+services must not be polluted by the start-up sync at 0 services, so every
+figure here is a **delta between two scrapes** taken around the measured phase::
+
+    before = scrape(cluster, node)
+    ... create services, flip endpoints ...
+    after = scrape(cluster, node)
+    d = delta(before, after)
+    d.histogram(SYNC).mean, d.histogram(SYNC).quantile(0.99)
+    d.counter("process_cpu_seconds_total")
+
+Quantiles from buckets are estimates, interpolated inside the bucket like
+Prometheus' ``histogram_quantile``; they are never better than the bucket
+edges (1 ms·2^k for sync durations, 250 ms and then 1 s for network
+programming latency), which is why the suite measures programming latency in
+the datapath as well (``perf.latency``). ``Histogram.mean`` (sum/count) is
+exact and is the figure the report leads with.
+
+Parsing uses ``prometheus_client``'s own text parser so the format corner
+cases (escaping, ``+Inf``, ``_total`` suffixes) are the reference ones.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+SYNC = "kubeproxy_sync_proxy_rules_duration_seconds"
+"""Every sync, full or partial (all modes)."""
+SYNC_FULL = "kubeproxy_sync_full_proxy_rules_duration_seconds"
+"""Full syncs only (iptables and nftables proxiers, 1.28+)."""
+SYNC_PARTIAL = "kubeproxy_sync_partial_proxy_rules_duration_seconds"
+"""Partial syncs only (iptables and nftables proxiers, 1.28+)."""
+NPL = "kubeproxy_network_programming_duration_seconds"
+"""Trigger time (API change) to programmed, as kube-proxy sees it; 250 ms buckets at best."""
+HISTOGRAMS = (SYNC, SYNC_FULL, SYNC_PARTIAL, NPL)
+
+RSS = "process_resident_memory_bytes"
+CPU = "process_cpu_seconds_total"
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+@dataclass
+class Scrape:
+    """One parsed scrape of a metrics endpoint."""
+
+    at: float
+    """Wall-clock time of the scrape (time.time())."""
+    families: dict[str, str] = field(default_factory=dict)
+    """Family name → type (counter, gauge, histogram, ...)."""
+    samples: dict[tuple[str, tuple], float] = field(default_factory=dict)
+    """(sample name, sorted labels) → value."""
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """A single sample's value; with no labels given, the sum over all label sets (None if absent)."""
+        if labels:
+            return self.samples.get((name, tuple(sorted(labels.items()))))
+        found = [v for (n, _), v in self.samples.items() if n == name]
+        return sum(found) if found else None
+
+    def histogram(self, family: str, **labels: str) -> "Histogram | None":
+        return _histogram_from(self.samples, family, labels)
+
+
+def parse(text: str, at: float | None = None) -> Scrape:
+    """Parse Prometheus text exposition into a :class:`Scrape`."""
+    out = Scrape(at=time.time() if at is None else at)
+    for fam in text_string_to_metric_families(text):
+        out.families[fam.name] = fam.type
+        for s in fam.samples:
+            out.samples[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out
+
+
+def scrape(cluster, node: str, port: int = 10249, path: str = "/metrics") -> Scrape:
+    """GET and parse the proxy's metrics on ``node`` through the cluster's ``proxy_http``."""
+    at = time.time()
+    status, body = cluster.proxy_http(node, port, path)
+    if status != 200:
+        raise RuntimeError(f"metrics endpoint on node {node} port {port}{path} answered HTTP {status}: {body[:200]!r}")
+    return parse(body, at=at)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A cumulative Prometheus histogram (or the difference of two)."""
+
+    buckets: tuple[tuple[float, float], ...]
+    """(upper bound ``le``, cumulative count), sorted by bound, ending with +Inf."""
+    count: float
+    sum: float
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count if self.count else math.nan
+
+    def quantile(self, q: float) -> float:
+        """Estimate the q-quantile like PromQL ``histogram_quantile``.
+
+        Linear interpolation inside the bucket that holds the rank; a rank in
+        the +Inf bucket returns the last finite bound (the estimate can only say
+        "at least this"). NaN when the histogram is empty.
+        """
+        if not 0 <= q <= 1:
+            raise ValueError(f"quantile {q} is outside [0, 1]")
+        total = self.buckets[-1][1] if self.buckets else 0
+        if total <= 0:
+            return math.nan
+        rank = q * total
+        prev_bound, prev_count = 0.0, 0.0
+        for bound, cum in self.buckets:
+            if cum >= rank:
+                if math.isinf(bound):
+                    return prev_bound
+                if cum == prev_count:
+                    return bound
+                return prev_bound + (bound - prev_bound) * (rank - prev_count) / (cum - prev_count)
+            prev_bound, prev_count = bound, cum
+        return prev_bound
+
+    def __sub__(self, earlier: "Histogram") -> "Histogram":
+        prev = dict(earlier.buckets)
+        return Histogram(
+            buckets=tuple((le, c - prev.get(le, 0.0)) for le, c in self.buckets),
+            count=self.count - earlier.count,
+            sum=self.sum - earlier.sum,
+        )
+
+    def resolution_at(self, value: float) -> float:
+        """Width of the bucket that holds ``value``: how coarse a quantile near it can be."""
+        prev = 0.0
+        for bound, _ in self.buckets:
+            if value <= bound:
+                return bound - prev if not math.isinf(bound) else math.inf
+            prev = bound
+        return math.inf
+
+
+def _histogram_from(samples: dict, family: str, labels: dict) -> Histogram | None:
+    """Collect one histogram; with no labels, add up every label set (e.g. both IP families)."""
+    want = set(labels.items())
+    buckets: dict[float, float] = {}
+    count = total = 0.0
+    seen = False
+    for (name, lab), value in samples.items():
+        labd = dict(lab)
+        if not want <= set(labd.items()):
+            continue
+        if name == family + "_bucket":
+            le = float(labd["le"])
+            buckets[le] = buckets.get(le, 0.0) + value
+            seen = True
+        elif name == family + "_count":
+            count += value
+            seen = True
+        elif name == family + "_sum":
+            total += value
+    if not seen:
+        return None
+    return Histogram(tuple(sorted(buckets.items())), count, total)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What changed between two scrapes of the same process."""
+
+    before: Scrape
+    after: Scrape
+
+    @property
+    def seconds(self) -> float:
+        return self.after.at - self.before.at
+
+    @property
+    def restarted(self) -> bool:
+        """True if the process restarted in between (a counter went backwards): deltas are then meaningless."""
+        a, b = self.after.value("process_start_time_seconds"), self.before.value("process_start_time_seconds")
+        return a is not None and b is not None and a != b
+
+    def histogram(self, family: str, **labels: str) -> Histogram | None:
+        a = self.after.histogram(family, **labels)
+        if a is None:
+            return None
+        b = self.before.histogram(family, **labels)
+        return a - b if b is not None else a
+
+    def counter(self, name: str, **labels: str) -> float | None:
+        a, b = self.after.value(name, **labels), self.before.value(name, **labels)
+        if a is None:
+            return None
+        return a - (b or 0.0)
+
+
+def summarize(d: Delta) -> list[dict]:
+    """Tidy rows (metric, value, unit) for every figure the report uses.
+
+    Histograms give ``<short>.count``, ``.mean``, ``.p50``, ``.p90``, ``.p99``
+    (bucket estimates, flagged ``estimate=True``); the process gives RSS at
+    the end and CPU seconds (and average cores) spent in between.
+    """
+    short = {SYNC: "sync", SYNC_FULL: "sync_full", SYNC_PARTIAL: "sync_partial", NPL: "npl_metric"}
+    rows: list[dict] = []
+    for fam in HISTOGRAMS:
+        h = d.histogram(fam)
+        if h is None:
+            continue
+        rows.append(dict(metric=f"{short[fam]}.count", value=h.count, unit="count", source=fam))
+        if h.count:
+            rows.append(dict(metric=f"{short[fam]}.mean", value=h.mean, unit="s", source=fam))
+            for q in (0.5, 0.9, 0.99):
+                rows.append(dict(metric=f"{short[fam]}.p{round(q * 100)}", value=h.quantile(q), unit="s",
+                                 source=fam, estimate=True))
+    rss = d.after.value(RSS)
+    if rss is not None:
+        rows.append(dict(metric="proxy.rss", value=rss, unit="bytes", source=RSS))
+    cpu = d.counter(CPU)
+    if cpu is not None:
+        rows.append(dict(metric="proxy.cpu_seconds", value=cpu, unit="s", source=CPU))
+        if d.seconds > 0:
+            rows.append(dict(metric="proxy.cpu_cores", value=cpu / d.seconds, unit="cores", source=CPU))
+    for (name, lab), value in d.after.samples.items():
+        # Rule counts (iptables_total{table=...}, nftables objects, ...) say how big the datapath got.
+        if name.startswith("kubeproxy_sync_proxy_rules_") and d.after.families.get(name) == "gauge" and "timestamp" not in name:
+            tag = ",".join(f"{k}={v}" for k, v in lab)
+            rows.append(dict(metric=f"rules.{name.removeprefix('kubeproxy_sync_proxy_rules_')}" + (f"[{tag}]" if tag else ""),
+                             value=value, unit="count", source=name))
+    if d.restarted:
+        for r in rows:
+            r["restarted"] = True
+    return rows
