@@ -1,0 +1,382 @@
+"""The local node agent's pod runtime, for real: netns, veth, processes, probes, termination.
+
+These tests need root, ``ip``/``unshare``/``nsenter`` and the agnhost binary
+(``PROXYSUITE_AGNHOST``, else /tmp/agnhost or /tmp/warm/agnhost; build it with
+``cd clusters/local && CGO_ENABLED=0 go build -trimpath -o /tmp/agnhost k8s.io/kubernetes/test/images/agnhost``).
+Each test builds its own node netns ``ps-<random>-node-t`` (no fabric, no apiserver) and
+removes everything it made in a finalizer, so the root netns is never touched.
+
+The ``apiserver`` tests at the end run the whole agent against a cluster brought up by
+``proxysuite cluster up`` (``PROXYSUITE_TEST_KUBECONFIG`` = an admin kubeconfig); they skip otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
+
+from proxysuite.cluster.local import podruntime as rt
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+
+def _agnhost() -> str:
+    for cand in (os.environ.get("PROXYSUITE_AGNHOST"), "/tmp/agnhost", "/tmp/warm/agnhost"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    pytest.skip("agnhost binary not found (set PROXYSUITE_AGNHOST or build /tmp/agnhost)")
+
+
+NODE_IP = "10.250.0.11"
+POD_CIDR = "10.251.7.0/24"
+
+
+def _leftover_pids(run_id: str) -> list[int]:
+    """Processes carrying this test's run id (the same marker the janitor uses)."""
+    pids = []
+    needle = f"PROXYSUITE_RUN_ID={run_id}".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A bare node netns with lo up and the node IP on lo; a NodeEnv around it; full cleanup afterwards."""
+    run_id = secrets.token_hex(3)  # 6 hex, so the janitor (netns.run_id_of) recognises leftovers
+    name = f"ps-{run_id}-node-t"
+    pr_netns.create(name)
+
+    def cleanup():
+        for pid in _leftover_pids(run_id):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for ns in pr_netns.listnetns():
+            if ns.startswith(f"ps-{run_id}-"):
+                try:
+                    pr_netns.remove(ns)
+                except OSError as exc:
+                    print(f"cleanup: could not remove netns {ns}: {exc}")
+
+    try:
+        with IPRoute(netns=name, flags=0) as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, state="up")
+            ipr.addr("add", index=lo, address=NODE_IP, prefixlen=32)
+            # The node forwards nothing in these tests, but the agent expects a router.
+        env = rt.NodeEnv(node="node-t", node_netns=name, node_ip=NODE_IP, pod_cidr=POD_CIDR, run_id=run_id,
+                         state_dir=tmp_path / "state", agnhost=_agnhost())
+        yield env
+    finally:
+        cleanup()
+
+
+class Sink:
+    """Collects every status the worker reports; ``wait`` polls the latest one."""
+
+    def __init__(self):
+        self.statuses: list[dict] = []
+        self.finished: list[bool] = []
+
+    def __call__(self, pod, status):
+        self.statuses.append(json.loads(json.dumps(status)))
+
+    def on_finished(self, pod, deleted):
+        self.finished.append(deleted)
+
+    @property
+    def last(self) -> dict:
+        return rt.strip_nulls(self.statuses[-1]) if self.statuses else {}
+
+    def wait(self, what: str, pred, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.statuses and pred(self.last):
+                return self.last
+            time.sleep(0.1)
+        raise AssertionError(f"pod status did not reach '{what}' within {timeout:g}s; last status: {json.dumps(self.last, indent=1)}")
+
+
+def cond(status: dict, ctype: str) -> str | None:
+    for c in status.get("conditions", []):
+        if c["type"] == ctype:
+            return c["status"]
+    return None
+
+
+def make_pod(name: str, containers: list[dict], **spec) -> dict:
+    return {"metadata": {"name": name, "namespace": "ns1", "uid": str(uuid.uuid4())},
+            "spec": {"nodeName": "node-t", "containers": containers, **spec},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": rt.now_rfc3339()}]}}
+
+
+def netexec(name: str = "app", *extra: str, **fields) -> dict:
+    return {"name": name, "image": "registry.k8s.io/e2e-test-images/agnhost:2.53",
+            "args": ["netexec", "--http-port=8080", "--udp-port=8081", *extra],
+            "ports": [{"name": "http", "containerPort": 8080}], **fields}
+
+
+def http_from_node(env: rt.NodeEnv, host: str, port: int, path: str) -> str:
+    sock = rt.netns_socket(env.node_netns)
+    try:
+        sock.settimeout(3)
+        sock.connect((host, port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    finally:
+        sock.close()
+    return data.partition(b"\r\n\r\n")[2].decode().strip()
+
+
+def links(netns: str) -> list[str]:
+    with IPRoute(netns=netns, flags=0) as ipr:
+        return [link.get("ifname") for link in ipr.get_links()]
+
+
+# ------------------------------------------------------------------------------------------
+# Pure functions
+# ------------------------------------------------------------------------------------------
+def test_names_fit_kernel_limits():
+    uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    assert rt.pod_netns_name("abc123", uid) == "ps-abc123-pod-0f1e2d3c4b5a"
+    assert rt.host_veth_name(uid) == "v0f1e2d3c4b" and len(rt.host_veth_name(uid)) <= 15
+
+
+def test_ipam_persists_and_never_reuses_live_ips(tmp_path):
+    a = rt.IPAM(tmp_path, "10.244.1.0/24")
+    ip1, ip2 = a.allocate("u1"), a.allocate("u2")
+    assert (ip1, ip2) == ("10.244.1.2", "10.244.1.3") and a.gateway == "10.244.1.1"
+    assert a.allocate("u1") == ip1, "allocation must be idempotent"
+    b = rt.IPAM(tmp_path, "10.244.1.0/24")  # a restarted agent
+    assert b.allocations() == {"u1": ip1, "u2": ip2}
+    b.release("u1")
+    assert b.allocate("u3") == "10.244.1.4", "a freed address is reused only after the rest of the range"
+    with pytest.raises(RuntimeError, match="is for 10.244.1.0/24"):
+        rt.IPAM(tmp_path, "10.244.2.0/24").allocate("x")
+
+
+def test_image_mapping():
+    ag = "/x/agnhost"
+    assert rt.resolve_argv({"image": "registry.k8s.io/e2e-test-images/agnhost:2.53", "args": ["netexec"]}, ag) == [ag, "netexec"]
+    assert rt.resolve_argv({"image": "foo/agnhost", "command": ["/agnhost", "pause"]}, ag) == [ag, "pause"]
+    assert rt.resolve_argv({"image": "registry.k8s.io/pause:3.10"}, ag) == ["sleep", "infinity"]
+    assert rt.resolve_argv({"image": "busybox", "command": ["sleep"], "args": ["3600"]}, ag)[1:] == ["3600"]
+    assert rt.resolve_argv({"image": "python:3", "command": ["python3", "-c", "pass"]}, ag)[0] == "/usr/bin/python3"
+    env = {"MSG": "hi"}
+    assert rt.resolve_argv({"image": "busybox", "command": ["sh", "-c"], "args": ["echo $(MSG) $$(X)"]}, ag, env)[-1] == "echo hi $(X)"
+    with pytest.raises(rt.CannotRunImage, match="nginx:1.27.*agnhost"):
+        rt.resolve_argv({"image": "nginx:1.27"}, ag)
+
+
+# ------------------------------------------------------------------------------------------
+# The runtime, for real
+# ------------------------------------------------------------------------------------------
+def test_pod_runs_probes_and_terminates_gracefully(node):
+    pod = make_pod("backend-a", [netexec(
+        "app", "--delay-shutdown=2",
+        readinessProbe={"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+        lifecycle={"preStop": {"sleep": {"seconds": 1}}},
+    )], terminationGracePeriodSeconds=10)
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    st = sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
+    assert st["phase"] == "Running"
+    assert st["podIP"] == "10.251.7.2" and st["podIPs"] == [{"ip": "10.251.7.2"}] and st["hostIP"] == NODE_IP
+    cs = st["containerStatuses"][0]
+    assert cs["ready"] and cs["started"] and cs["restartCount"] == 0 and "running" in cs["state"]
+    assert [cond(st, t) for t in ("PodScheduled", "PodReadyToStartContainers", "Initialized", "ContainersReady")] == ["True"] * 4
+
+    # The sandbox: pod netns with eth0 /32 and routes; node side veth with .1/32 and a /32 route.
+    pod_ns, veth = rt.pod_netns_name(node.run_id, pod["metadata"]["uid"]), rt.host_veth_name(pod["metadata"]["uid"])
+    assert set(links(pod_ns)) == {"lo", "eth0"} and veth in links(node.node_netns)
+    with IPRoute(netns=node.node_netns, flags=0) as ipr:
+        routes = {(r.get("RTA_DST"), r["dst_len"]) for r in ipr.get_routes(family=socket.AF_INET)}
+        assert ("10.251.7.2", 32) in routes
+    # What the suite relies on: /hostname from the node is the pod name (own UTS namespace per container).
+    assert http_from_node(node, "10.251.7.2", 8080, "/hostname") == "backend-a"
+    assert socket.gethostname() != "backend-a"
+    log = node.pods_dir / "ns1_backend-a_app.log"
+    assert log.exists()
+
+    # Graceful termination: preStop (1s), SIGTERM, netexec keeps serving 2s more, and readiness
+    # is probed throughout, so the pod is still reported ready while it is terminating.
+    t0 = time.monotonic()
+    terminating = {"metadata": {**pod["metadata"], "deletionTimestamp": rt.now_rfc3339(), "deletionGracePeriodSeconds": 10},
+                   "spec": pod["spec"], "status": pod["status"]}
+    n_before = len(sink.statuses)
+    w.update(terminating)
+    w.join(20)
+    elapsed = time.monotonic() - t0
+    assert sink.finished == [True], "on_finished(deleted=True) tells the agent to delete the API object"
+    during = [rt.strip_nulls(s) for s in sink.statuses[n_before:-1]]
+    assert any(cond(s, "Ready") == "True" for s in during), "readiness must keep being reported while terminating"
+    assert 2.5 <= elapsed < 10, f"preStop 1s + delay-shutdown 2s should take ~3s, took {elapsed:.1f}s"
+    final = sink.last
+    assert final["phase"] in ("Succeeded", "Failed") and cond(final, "Ready") == "False"
+    assert "terminated" in final["containerStatuses"][0]["state"]
+
+    # Everything is gone: netns, veth, processes, IP allocation, saved state.
+    assert not rt.netns_exists(pod_ns)
+    assert veth not in links(node.node_netns)
+    assert _leftover_pids(node.run_id) == []
+    assert node.ipam.allocations() == {}
+    assert not (node.pods_dir / f"{pod['metadata']['uid']}.json").exists()
+
+
+def test_sigkill_after_grace(node):
+    # sh ignores SIGTERM here, so only the SIGKILL at the end of the grace period stops it.
+    pod = make_pod("stubborn", [{"name": "c", "image": "busybox", "command": ["sh", "-c", "trap '' TERM; while :; do sleep 0.2; done"]}])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    sink.wait("Running", lambda s: s.get("phase") == "Running")
+    t0 = time.monotonic()
+    w.begin_termination(1.5)
+    w.join(15)
+    assert 1.4 <= time.monotonic() - t0 < 6
+    term = sink.last["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 137 and sink.last["phase"] == "Failed"
+    assert _leftover_pids(node.run_id) == []
+
+
+def test_liveness_failure_restarts_container(node):
+    pod = make_pod("flaky", [netexec(livenessProbe={"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 1},
+                                     terminationGracePeriodSeconds=1)])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        st = sink.wait("restarted once", lambda s: s["containerStatuses"][0]["restartCount"] >= 1, timeout=15)
+        cs = st["containerStatuses"][0]
+        assert cs["lastState"]["terminated"]["exitCode"] in (137, 143, 2)
+        assert st["phase"] == "Running"
+        # The second failure waits out kubelet's 10s back-off.
+        st = sink.wait("CrashLoopBackOff", lambda s: s["containerStatuses"][0]["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff")
+        assert "back-off 10s" in st["containerStatuses"][0]["state"]["waiting"]["message"]
+        assert st["phase"] == "Running", "an Always pod in back-off is still Running (kubelet getPhase)"
+    finally:
+        w.kill_now()
+        w.join(10)
+
+
+def test_exec_probe_runs_in_the_container(node):
+    # The exec probe sees the container's hostname (UTS ns) and network (pod netns).
+    probe = {"exec": {"command": ["sh", "-c", "test \"$(hostname)\" = exec-pod && ip -4 -o addr show eth0 | grep -q 10.251.7."]},
+             "periodSeconds": 1}
+    pod = make_pod("exec-pod", [{"name": "c", "image": "pause", "readinessProbe": probe}])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        sink.wait("Ready via exec probe", lambda s: cond(s, "Ready") == "True")
+    finally:
+        w.kill_now()
+        w.join(10)
+
+
+def test_never_pod_completes_and_releases_sandbox(node):
+    pod = make_pod("job", [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo out; exit 3"]}], restartPolicy="Never")
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    w.join(15)
+    st = sink.last
+    assert st["phase"] == "Failed" and sink.finished == [False]
+    assert st["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+    assert cond(st, "Ready") == "False" and st["podIP"] == "10.251.7.2"
+    assert not rt.netns_exists(rt.pod_netns_name(node.run_id, pod["metadata"]["uid"]))
+    assert "out" in (node.pods_dir / "ns1_job_c.log").read_text()
+
+
+def test_unknown_image_waits_with_reason(node):
+    pod = make_pod("web", [{"name": "nginx", "image": "nginx:1.27"}])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        st = sink.wait("waiting", lambda s: s["containerStatuses"][0]["state"].get("waiting", {}).get("reason") == rt.CANNOT_RUN_REASON)
+        assert st["phase"] == "Pending" and "nginx:1.27" in st["containerStatuses"][0]["state"]["waiting"]["message"]
+    finally:
+        w.kill_now()
+        w.join(10)
+    assert sink.finished == [True]
+
+
+def test_init_containers_and_env(node):
+    pod = make_pod("with-init", [netexec(env=[{"name": "A", "value": "1"},
+                                              {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}])],
+                   initContainers=[{"name": "init", "image": "busybox", "command": ["sh", "-c", "sleep 0.5"]}])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        st = sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
+        assert st["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+        assert cond(st, "Initialized") == "True"
+        pid = w.containers[0].proc.pid
+        env = dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in e)
+        assert env["A"] == "1" and env["MY_IP"] == st["podIP"] and env["PROXYSUITE_RUN_ID"] == node.run_id
+    finally:
+        w.kill_now()
+        w.join(10)
+
+
+def test_host_network_pod(node):
+    pod = make_pod("hostnet", [netexec("app", readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1})], hostNetwork=True)
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        st = sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
+        assert st["podIP"] == NODE_IP
+        assert http_from_node(node, NODE_IP, 8080, "/hostname") == "node-t", "a hostNetwork pod has the node's hostname"
+    finally:
+        w.kill_now()
+        w.join(10)
+    assert rt.netns_exists(node.node_netns), "tearing down a hostNetwork pod must leave the node netns alone"
+
+
+def test_restarted_agent_adopts_running_pod(node):
+    pod = make_pod("survivor", [netexec()])
+    sink = Sink()
+    w1 = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w1.start()
+    sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
+    pid = w1.containers[0].proc.pid
+    w1.detach()  # the agent stops (SIGTERM): pods keep running
+    w1.join(5)
+    assert Path(f"/proc/{pid}").exists()
+
+    sink2 = Sink()
+    w2 = rt.PodWorker(pod, node, sink2, sink2.on_finished)
+    w2.start()
+    try:
+        st = sink2.wait("Ready", lambda s: cond(s, "Ready") == "True")
+        assert w2.containers[0].proc.pid == pid and st["containerStatuses"][0]["restartCount"] == 0
+        assert st["podIP"] == "10.251.7.2", "an adopted pod keeps its IP"
+        assert http_from_node(node, "10.251.7.2", 8080, "/hostname") == "survivor"
+    finally:
+        w2.kill_now()
+        w2.join(10)
+    assert not Path(f"/proc/{pid}").exists() or rt._is_zombie(pid)
