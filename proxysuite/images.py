@@ -1,0 +1,207 @@
+"""Every container image the suite pulls, per provider and mode, so air-gapped users can preload them.
+
+``proxysuite images --provider kind --mode cilium`` prints one reference a line
+(with ``# purpose`` comments); pipe it to ``docker pull`` or a registry mirror
+script. The kind node image carries kube-proxy, CoreDNS, kindnet and the
+pause image, so those are not listed separately.
+
+Pins and where they come from:
+
+* kind node images: the release notes of kind v0.33.0 (the only images that
+  release supports; use the digest).
+* cloud-provider-kind v0.11.1 (registry.k8s.io promotion of 2026-06-26) and the
+  Envoy image it starts per LoadBalancer (its ``DefaultProxyImageName``).
+* Cilium: the Helm chart version below; the chart itself pins each image by
+  digest, so the tags printed here are for preloading, ``helm template`` shows
+  the digests.
+* Ryuk: the reaper testcontainers starts to remove the suite's side containers
+  when the Python process dies (``testcontainers==4.15.0`` default).
+
+Every pin can be overridden with an environment variable (named next to it),
+for mirrors and for trying newer releases; the suite prints what it used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+KIND_VERSION = "v0.33.0"
+"""kind release the node images below were built for."""
+
+KIND_NODE_IMAGES: dict[str, str] = {
+    "1.37": "kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5",
+    "1.36": "kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed",
+    "1.35": "kindest/node:v1.35.8@sha256:07b2536e30b803ed61d1677a79df6115f798ce64c80f9e22f6ed45afd09323c0",
+    "1.34": "kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d",
+}
+"""Node image per Kubernetes minor, from the kind v0.33.0 release notes. Override: ``PROXYSUITE_KIND_NODE_IMAGE``."""
+
+DEFAULT_KIND_NODE_IMAGE = KIND_NODE_IMAGES["1.37"]
+
+CLIENT_IMAGE = "python:3.13-alpine3.22"
+"""Client pods and the external client: the probe engine needs python3. Override: ``PROXYSUITE_CLIENT_IMAGE``."""
+
+AGNHOST_IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+"""Backends (``netexec``), as in upstream e2e. Override: ``PROXYSUITE_BACKEND_IMAGE``."""
+
+CLOUD_PROVIDER_KIND_IMAGE = (
+    "registry.k8s.io/cloud-provider-kind/cloud-controller-manager:v0.11.1"
+    "@sha256:40e18b9cd9c798cce40d39ff5c099a4f16a36c268d8e1dda469d73955a35e403"
+)
+"""LoadBalancer controller for kind. Override: ``PROXYSUITE_CLOUD_PROVIDER_KIND_IMAGE``."""
+
+CLOUD_PROVIDER_KIND_ENVOY_IMAGE = "docker.io/envoyproxy/envoy:v1.33.2"
+"""The container cloud-provider-kind starts for each LoadBalancer Service."""
+
+RYUK_IMAGE = "testcontainers/ryuk:0.8.1"
+"""testcontainers' reaper (honours ``RYUK_CONTAINER_IMAGE`` like testcontainers does)."""
+
+CILIUM_CHART_VERSION = "1.20.5"
+"""Cilium Helm chart (https://helm.cilium.io). Override: ``PROXYSUITE_CILIUM_VERSION``."""
+
+CILIUM_CHART_REPO = "https://helm.cilium.io"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    ref: str
+    purpose: str
+    pullable: bool = True
+    """False when the reference lacks a tag the suite can know offline (printed as a comment)."""
+
+    def __str__(self) -> str:
+        return self.ref
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def client_image() -> str:
+    return _env("PROXYSUITE_CLIENT_IMAGE", CLIENT_IMAGE)
+
+
+def backend_image() -> str:
+    return _env("PROXYSUITE_BACKEND_IMAGE", AGNHOST_IMAGE)
+
+
+def cilium_version() -> str:
+    return _env("PROXYSUITE_CILIUM_VERSION", CILIUM_CHART_VERSION)
+
+
+def cloud_provider_kind_image() -> str:
+    return _env("PROXYSUITE_CLOUD_PROVIDER_KIND_IMAGE", CLOUD_PROVIDER_KIND_IMAGE)
+
+
+def ryuk_image() -> str:
+    return _env("RYUK_CONTAINER_IMAGE", RYUK_IMAGE)
+
+
+def k8s_minor(version: str) -> str:
+    """``v1.37.2`` → ``1.37``."""
+    m = re.match(r"v?(\d+)\.(\d+)", version.strip())
+    if not m:
+        from .errors import SuiteError
+
+        raise SuiteError(f"cannot read a Kubernetes version from {version!r}", "use --k8s-version vMAJOR.MINOR.PATCH, e.g. v1.37.0")
+    return f"{m.group(1)}.{m.group(2)}"
+
+
+def image_version(image: str) -> str | None:
+    """The Kubernetes version a ``kindest/node:vX.Y.Z[@sha256:…]`` reference names, or None."""
+    m = re.search(r":(v\d+\.\d+\.\d+)", image)
+    return m.group(1) if m else None
+
+
+def kind_node_image(k8s_version: str) -> str:
+    """The pinned node image for ``k8s_version`` (by minor), or the ``PROXYSUITE_KIND_NODE_IMAGE`` override."""
+    override = os.environ.get("PROXYSUITE_KIND_NODE_IMAGE")
+    if override:
+        return override
+    minor = k8s_minor(k8s_version)
+    try:
+        return KIND_NODE_IMAGES[minor]
+    except KeyError:
+        from .errors import Unsupported
+
+        raise Unsupported(
+            f"kind {KIND_VERSION} has no node image for Kubernetes {minor} (it has {', '.join(sorted(KIND_NODE_IMAGES))})",
+            "pass --k8s-version for one of those, or set PROXYSUITE_KIND_NODE_IMAGE to an image you built with kind build node-image",
+        ) from None
+
+
+CILIUM_IMAGE_NAMES = ("quay.io/cilium/cilium", "quay.io/cilium/operator-generic")
+
+
+def cilium_images() -> list[ImageRef]:
+    v = cilium_version()
+    return [
+        ImageRef(f"quay.io/cilium/cilium:v{v}", "Cilium agent (kube-proxy replacement)"),
+        ImageRef(f"quay.io/cilium/operator-generic:v{v}", "Cilium operator"),
+        ImageRef("quay.io/cilium/cilium-envoy", f"Cilium's Envoy DaemonSet; its tag is pinned by chart {v}, list it with: "
+                 f"helm template cilium cilium --repo {CILIUM_CHART_REPO} --version {v} | grep image:", pullable=False),
+    ]
+
+
+def manifest_images(path: str) -> list[ImageRef]:
+    """Images named in a user's proxy manifest (``--proxy-manifest``)."""
+    import yaml
+
+    found: list[ImageRef] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "image" and isinstance(value, str):
+                    found.append(ImageRef(value, f"from {os.path.basename(path)}"))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    with open(path, encoding="utf-8") as fh:
+        for doc in yaml.safe_load_all(fh):
+            walk(doc)
+    seen: set[str] = set()
+    return [i for i in found if not (i.ref in seen or seen.add(i.ref))]
+
+
+def images_for(provider: str, mode: str, k8s_version: str = "v1.37.2", proxy_manifest: str | None = None) -> list[ImageRef]:
+    """Every image a run of ``provider``/``mode`` pulls, in pull order."""
+    if provider == "local":
+        return []  # the local provider builds its components from source and runs no containers
+    out = [
+        ImageRef(client_image(), "client pods and hostNetwork vantage pods (python3 runs the probe engine)"),
+        ImageRef(backend_image(), "backend pods (agnhost netexec)"),
+    ]
+    if provider == "existing":
+        return out
+    out.insert(0, ImageRef(kind_node_image(k8s_version), f"kind node image (kind {KIND_VERSION}; carries kube-proxy, CoreDNS, kindnet)"))
+    out += [
+        ImageRef(cloud_provider_kind_image(), "cloud-provider-kind: LoadBalancer Services"),
+        ImageRef(CLOUD_PROVIDER_KIND_ENVOY_IMAGE, "started by cloud-provider-kind for each LoadBalancer"),
+        ImageRef(ryuk_image(), "testcontainers reaper for the external client container"),
+    ]
+    if mode == "cilium":
+        out += cilium_images()
+    if mode == "custom" and proxy_manifest:
+        out += manifest_images(proxy_manifest)
+    return out
+
+
+def format_images(provider: str, mode: str, k8s_version: str = "v1.37.2", proxy_manifest: str | None = None) -> str:
+    """The text ``proxysuite images`` prints: each reference on its own line after a ``# purpose`` comment,
+    so ``proxysuite images … | grep -v '^#' | xargs -n1 docker pull`` preloads them."""
+    refs = images_for(provider, mode, k8s_version, proxy_manifest)
+    if not refs:
+        return f"# the {provider} provider pulls no images"
+    lines = [f"# images for --provider {provider} --mode {mode}"]
+    for r in refs:
+        lines.append(f"# {r.purpose}")
+        lines.append(r.ref if r.pullable else f"# {r.ref}:<tag from the chart>")
+    if mode == "custom" and provider == "kind" and not proxy_manifest:
+        lines.append("# plus the images your --proxy-manifest names (pass it to list them)")
+    return "\n".join(lines)
