@@ -1,0 +1,423 @@
+"""The local provider: ``up`` / ``down`` / ``status`` / ``janitor`` and the :class:`LocalCluster`.
+
+Bring-up, in order (each step idempotent, every artefact tagged with the run id):
+
+1. build or reuse the pinned components (``components.py``);
+2. wire the namespaces (``topology.py``);
+3. PKI and one identity per component (``controlplane.py``);
+4. etcd → kube-apiserver → loopback relay → controller-manager + scheduler, in ``cp``;
+5. a node agent per node (registers the Node, runs its pods; ``nodeagent.py``);
+6. the proxy per node, inside the node namespace: kube-proxy in the chosen mode, or ``--proxy-cmd``;
+7. the load-balancer controller (``lb.py``).
+
+A failure or Ctrl-C during bring-up removes what was made. ``down`` removes a
+cluster; ``janitor`` removes what crashed runs left (namespaces named
+``ps-<run id>-*``, processes tagged ``PROXYSUITE_RUN_ID``, state directories).
+The root network namespace is never given addresses, routes or rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from ...config import SuiteConfig
+from ...errors import SuiteError, Unsupported
+from ...modes import get_mode, require_ipvs_kernel
+from ...probes import engine
+from ..base import Cluster, Features, NodeInfo, Vantage
+from . import components, controlplane, netns, procs, topology
+from .state import ClusterState, all_states, new_state
+
+Progress = Callable[[str], None]
+
+CLIENT_IMAGE = "docker.io/library/python:3.13-alpine"
+BACKEND_IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+READY_TIMEOUT = 90.0
+"""Ceiling for each bring-up wait (apiserver ready, nodes Ready, proxies healthy); a warm start takes seconds."""
+
+
+# ---------------------------------------------------------------------------------------------
+# prerequisites
+# ---------------------------------------------------------------------------------------------
+def check_prereqs(config: SuiteConfig) -> None:
+    mode = get_mode(config.mode)
+    if mode.name == "ipvs":
+        require_ipvs_kernel()
+        raise Unsupported("IPVS on the local provider is not wired up", "run --mode ipvs with --provider kind")
+    if mode.name == "cilium":
+        raise Unsupported("Cilium kube-proxy replacement needs its agent and eBPF datapath on real nodes; the local provider runs kube-proxy only",
+                          "run --mode cilium with --provider kind")
+    if os.geteuid() != 0:
+        raise SuiteError("the local provider creates network namespaces and needs root", "run as root (e.g. sudo -E pytest ...)")
+    needed = {"ip": "iproute2", "unshare": "util-linux", "sysctl": "procps"}
+    if mode.name == "iptables":
+        needed.update({"iptables": "iptables", "iptables-save": "iptables", "iptables-restore": "iptables"})
+    if mode.name == "nftables":
+        needed.update({"nft": "nftables"})
+    missing = sorted({pkg for binary, pkg in needed.items() if not shutil.which(binary)})
+    if missing:
+        raise SuiteError(f"--mode {mode.name} on the local provider needs {', '.join(missing)}", f"apt-get install -y {' '.join(missing)}")
+    if mode.name == "nftables" and not _kernel_has_nftables():
+        raise Unsupported("this kernel has no nf_tables", "use --mode iptables, or a kernel >= 5.13 with nf_tables")
+
+
+def _kernel_has_nftables() -> bool:
+    release = os.uname().release
+    if os.path.exists("/sys/module/nf_tables"):
+        return True
+    for base in (f"/lib/modules/{release}", f"/usr/lib/modules/{release}"):
+        dep = os.path.join(base, "modules.dep")
+        if os.path.exists(dep):
+            with open(dep, encoding="utf-8", errors="replace") as fh:
+                return any("/nf_tables.ko" in line for line in fh)
+    return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_port(port: int) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise SuiteError(f"127.0.0.1:{port} (the apiserver relay port) is already in use", "pass --api-port 0 to pick a free port, or another port") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# waiting
+# ---------------------------------------------------------------------------------------------
+def _wait(what: str, probe: Callable[[], bool], timeout: float, logs: Path | None = None, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if probe():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet
+            pass
+        time.sleep(interval)
+    hint = f"see {logs}" if logs else "see the logs under the cluster state dir"
+    raise SuiteError(f"{what} was not ready within {timeout:.0f}s", hint)
+
+
+def _api_get(st: ClusterState, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    ctx = ssl.create_default_context(cafile=str(st.pki / "ca.crt"))
+    token = _token(st, "admin")
+    req = urllib.request.Request(f"https://127.0.0.1:{st.api_port}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _token(st: ClusterState, who: str) -> str:
+    import yaml
+
+    doc = yaml.safe_load(st.kubeconfig(who).read_text())
+    return doc["users"][0]["user"]["token"]
+
+
+def _healthy(st: ClusterState) -> bool:
+    if not st.ready or not all(procs.alive(pid) for pid in st.procs.values()):
+        return False
+    try:
+        return _api_get(st, "/readyz")[0] == 200
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# lifecycle
+# ---------------------------------------------------------------------------------------------
+def up(config: SuiteConfig, progress: Progress = print, owner_pid: int | None = None) -> "LocalCluster":
+    """Bring the cluster up, or reuse a healthy one with the same name and mode."""
+    check_prereqs(config)
+    existing = ClusterState.load(config.name)
+    if existing is not None:
+        if existing.mode != config.mode or existing.proxy_cmd != config.proxy_cmd:
+            raise SuiteError(f"local cluster {config.name} already runs mode {existing.mode}",
+                             f"run `proxysuite cluster down --cluster-name {config.name}` or pass another --cluster-name")
+        if _healthy(existing) and len(existing.nodes) == config.nodes:
+            progress(f"reusing local cluster {existing.name} (run {existing.run_id}, {existing.mode})")
+            return LocalCluster(existing, created=False)
+        progress(f"local cluster {existing.name} is not healthy or has another node count; recreating it")
+        _teardown(existing, progress)
+    janitor(progress=progress, quiet=True)
+
+    bins = components.ensure(config.k8s_version, progress)
+    st = new_state(config)
+    st.owner_pid = owner_pid
+    if config.api_port:
+        _check_port(config.api_port)
+        st.api_port = config.api_port
+    else:
+        st.api_port = _free_port()
+    started = time.monotonic()
+    try:
+        st.dir.mkdir(parents=True, exist_ok=True)
+        st.save()
+        progress(f"local cluster {st.name}: run {st.run_id}, {config.nodes} node(s), mode {st.mode}")
+        topology.build(st, config.nodes)
+        st.save()
+        controlplane.write_pki(st)
+        controlplane.write_identities(st)
+        _start_control_plane(st, bins, progress)
+        _start_nodes(st, bins, progress)
+        _start(st, "lb-controller", [sys.executable, "-m", "proxysuite.cluster.local.lb",
+                                     f"--kubeconfig={st.kubeconfig('lb-controller')}", f"--pool={st.addressing.lb_pool}",
+                                     f"--ext-netns={netns.name_for(st.run_id, topology.EXT)}",
+                                     f"--nodes={','.join(n.ip for n in st.nodes)}"])
+        st.ready = True
+        st.save()
+    except BaseException:
+        progress("bring-up failed; removing what was created")
+        _teardown(st, progress)
+        raise
+    progress(f"local cluster {st.name} ready in {time.monotonic() - started:.1f}s; kubeconfig: {st.kubeconfig()}")
+    return LocalCluster(st, created=True)
+
+
+def _start(st: ClusterState, name: str, argv: list[str], netns_name: str | None = None) -> int:
+    pid = procs.spawn(argv, run_id=st.run_id, log=st.logs / f"{name}.log", netns=netns_name,
+                      env={"PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+    st.procs[name] = pid
+    st.argv[name] = argv
+    if netns_name:
+        st.proc_netns[name] = netns_name
+    st.save()
+    return pid
+
+
+def _start_control_plane(st: ClusterState, bins: dict[str, Path], progress: Progress) -> None:
+    cp = netns.name_for(st.run_id, topology.CP)
+    progress("starting etcd and kube-apiserver")
+    _start(st, "etcd", controlplane.etcd_argv(st, bins["etcd"]), cp)
+    cp_socket = netns.socket_factory(cp)
+    _wait("etcd", lambda: engine.http_get("127.0.0.1", 2379, "/health", make_socket=cp_socket)[0] == 200, READY_TIMEOUT, st.logs / "etcd.log")
+    _start(st, "kube-apiserver", controlplane.apiserver_argv(st, bins["kube-apiserver"]), cp)
+    _start(st, "api-relay", [sys.executable, "-m", "proxysuite.cluster.local.relay", f"--listen=127.0.0.1:{st.api_port}",
+                             f"--netns={cp}", f"--target={st.addressing.cp_ip}:{controlplane.APISERVER_PORT}"])
+    _wait("kube-apiserver", lambda: _api_get(st, "/readyz")[0] == 200, READY_TIMEOUT, st.logs / "kube-apiserver.log")
+    progress("starting kube-controller-manager and kube-scheduler")
+    _start(st, "kube-controller-manager", controlplane.controller_manager_argv(st, bins["kube-controller-manager"]), cp)
+    _start(st, "kube-scheduler", controlplane.scheduler_argv(st, bins["kube-scheduler"]), cp)
+    for name, port in (("kube-controller-manager", 10257), ("kube-scheduler", 10259)):
+        _wait(name, lambda: _tls_healthz(cp_socket, port), READY_TIMEOUT, st.logs / f"{name}.log")
+
+
+def _tls_healthz(make_socket, port: int) -> bool:
+    """GET https://127.0.0.1:<port>/healthz inside a namespace (self-signed serving cert: not verified)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    raw = make_socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.settimeout(2)
+    raw.connect(("127.0.0.1", port))
+    with ctx.wrap_socket(raw) as tls:
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return tls.recv(64).startswith(b"HTTP/1.1 200")
+
+
+def _nodes_ready(st: ClusterState) -> bool:
+    status, body = _api_get(st, "/api/v1/nodes")
+    if status != 200:
+        return False
+    items = json.loads(body)["items"]
+    ready = {n["metadata"]["name"] for n in items
+             if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+    return all(n.name in ready for n in st.nodes)
+
+
+def _start_nodes(st: ClusterState, bins: dict[str, Path], progress: Progress) -> None:
+    progress(f"starting {len(st.nodes)} node agent(s)")
+    for node in st.nodes:
+        _start(st, f"nodeagent-{node.name}", [
+            sys.executable, "-m", "proxysuite.cluster.local.nodeagent",
+            "--kubeconfig", str(st.kubeconfig(f"node-{node.name}")), "--node", node.name, "--node-netns", node.netns,
+            "--node-ip", node.ip, "--pod-cidr", node.pod_cidr, "--run-id", st.run_id,
+            "--state-dir", str(st.dir / "nodes" / node.name), "--agnhost", str(bins["agnhost"]),
+        ])
+    _wait("node registration (Ready nodes)", lambda: _nodes_ready(st), READY_TIMEOUT, st.logs)
+    what = "custom proxy" if st.mode == "custom" else f"kube-proxy ({st.mode})"
+    progress(f"starting {what} on every node")
+    for node in st.nodes:
+        argv = controlplane.custom_proxy_argv(st, node) if st.mode == "custom" else controlplane.kube_proxy_argv(st, bins["kube-proxy"], node.name)
+        _start(st, f"proxy-{node.name}", argv, node.netns)
+    for node in st.nodes:
+        sock = netns.socket_factory(node.netns)
+        _wait(f"{what} on {node.name} (/healthz on :{controlplane.PROXY_HEALTHZ_PORT})",
+              lambda: engine.http_get("127.0.0.1", controlplane.PROXY_HEALTHZ_PORT, "/healthz", make_socket=sock)[0] == 200,
+              READY_TIMEOUT, st.logs / f"proxy-{node.name}.log")
+
+
+def _teardown(st: ClusterState, progress: Progress) -> None:
+    # Reverse order of bring-up: nothing reconciles against a half-dead control plane.
+    order = ["lb-controller"] + [n for n in st.procs if n.startswith("proxy-")] + [n for n in st.procs if n.startswith("nodeagent-")]
+    order += ["kube-scheduler", "kube-controller-manager", "api-relay", "kube-apiserver", "etcd"]
+    for name in order + [n for n in st.procs if n not in order]:
+        procs.stop(st.procs.get(name), grace=3)
+    leftovers = procs.pids_with_run_id(st.run_id)
+    procs.kill_all(list(leftovers))
+    removed = topology.teardown_namespaces(st)
+    st.remove_files()
+    progress(f"removed local cluster {st.name} (run {st.run_id}): {len(removed)} namespaces, {len(st.procs) + len(leftovers)} processes")
+
+
+def down(config: SuiteConfig, progress: Progress = print) -> bool:
+    st = ClusterState.load(config.name)
+    if st is None:
+        progress(f"no local cluster named {config.name}")
+        return False
+    _teardown(st, progress)
+    return True
+
+
+def status(config: SuiteConfig) -> dict:
+    st = ClusterState.load(config.name)
+    if st is None:
+        return {"name": config.name, "provider": "local", "exists": False}
+    return {"name": st.name, "provider": "local", "exists": True, "healthy": _healthy(st), "run_id": st.run_id,
+            "mode": st.mode, "kubeconfig": str(st.kubeconfig()), "api": f"https://127.0.0.1:{st.api_port}",
+            "nodes": [{"name": n.name, "ip": n.ip, "pod_cidr": n.pod_cidr} for n in st.nodes],
+            "processes": {k: {"pid": v, "alive": procs.alive(v)} for k, v in st.procs.items()},
+            "owner_pid": st.owner_pid, "logs": str(st.logs)}
+
+
+ORPHAN_MIN_AGE = 600.0
+"""The automatic sweep at bring-up spares orphan namespaces younger than this: another run may be creating them."""
+
+
+def _age(name: str) -> float:
+    try:
+        return time.time() - os.stat(f"/var/run/netns/{name}").st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def janitor(progress: Progress = print, everything: bool = False, quiet: bool = False) -> dict:
+    """Remove clusters whose owning session died (or all with ``everything``), then orphans of any run.
+
+    A cluster kept on purpose (``cluster up`` from the CLI, ``--keep-cluster``) has no owner and is
+    left alone unless ``everything`` is set.
+    """
+    removed = {"clusters": [], "netns": [], "processes": []}
+    live_runs = set()
+    for st in all_states():
+        dead_owner = st.owner_pid is not None and not procs.alive(st.owner_pid)
+        if everything or dead_owner:
+            _teardown(st, progress)
+            removed["clusters"].append(st.name)
+        else:
+            live_runs.add(st.run_id)
+    for name in netns.listing():
+        rid = netns.run_id_of(name)
+        if rid and rid not in live_runs and (everything or not quiet or _age(name) > ORPHAN_MIN_AGE):
+            procs.kill_all(netns.pids_in(name))
+            netns.delete(name)
+            removed["netns"].append(name)
+    strays = {pid: rid for pid, rid in procs.pids_with_run_id().items() if rid not in live_runs and not quiet}
+    procs.kill_all(list(strays))
+    removed["processes"] = sorted(strays)
+    if not quiet or any(removed.values()):
+        progress(f"janitor: removed {len(removed['clusters'])} cluster(s), {len(removed['netns'])} namespace(s), "
+                 f"{len(removed['processes'])} process(es)")
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# the Cluster
+# ---------------------------------------------------------------------------------------------
+class LocalCluster(Cluster):
+    provider = "local"
+    client_image = CLIENT_IMAGE
+    backend_image = BACKEND_IMAGE
+
+    def __init__(self, st: ClusterState, created: bool):
+        self.state = st
+        self.created = created
+        self.mode = st.mode
+        self.name = st.name
+        self.kubeconfig = str(st.kubeconfig())
+        self._core = None
+
+    @property
+    def core(self):
+        if self._core is None:
+            from kubernetes import client, config as kconfig
+
+            self._core = client.CoreV1Api(kconfig.new_client_from_config(config_file=self.kubeconfig))
+        return self._core
+
+    def nodes(self) -> list[NodeInfo]:
+        return [NodeInfo(n.name, n.ip, n.pod_cidr) for n in self.state.nodes]
+
+    def features(self) -> Features:
+        return Features(load_balancer=True, external_client=True, node_exec=True, proxy_restart=True, cluster_dns=False, udp=True,
+                        reasons={"cluster_dns": "the local provider runs no cluster DNS (CoreDNS needs a container runtime)"})
+
+    def _node(self, name: str):
+        for n in self.state.nodes:
+            if n.name == name:
+                return n
+        raise SuiteError(f"no node {name!r} in local cluster {self.name}", f"use one of {', '.join(n.name for n in self.state.nodes)}")
+
+    def _vantage(self, name: str, kind: str, node: str | None, ns_name: str, source_ip: str) -> Vantage:
+        make = netns.socket_factory(ns_name)
+        return Vantage(name=name, kind=kind, node=node, source_ip=source_ip, runner=lambda reqs: engine.run(reqs, make))
+
+    def pod_netns(self, pod) -> str:
+        if pod.spec.host_network:
+            return self._node(pod.spec.node_name).netns
+        return f"{self.state.netns_prefix}pod-{pod.metadata.uid.replace('-', '')[:12]}"
+
+    def pod_vantage(self, namespace: str, pod: str) -> Vantage:
+        p = self.core.read_namespaced_pod(pod, namespace)
+        if not p.status.pod_ip:
+            raise SuiteError(f"pod {namespace}/{pod} has no IP yet", "wait for it to be Running before probing from it")
+        kind = "node" if p.spec.host_network else "pod"
+        label = p.spec.node_name if p.spec.host_network else f"pod@{p.spec.node_name}"
+        return self._vantage(label, kind, p.spec.node_name, self.pod_netns(p), p.status.pod_ip)
+
+    def node_vantage(self, node: str) -> Vantage:
+        n = self._node(node)
+        return self._vantage(n.name, "node", n.name, n.netns, n.ip)
+
+    def external_vantage(self) -> Vantage:
+        a = self.state.addressing
+        return self._vantage("external", "external", None, netns.name_for(self.state.run_id, topology.EXT), a.ext_ip)
+
+    def proxy_http(self, node: str, port: int, path: str) -> tuple[int, str]:
+        return engine.http_get("127.0.0.1", port, path, make_socket=netns.socket_factory(self._node(node).netns))
+
+    def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
+        return netns.run(self._node(node).netns, argv, timeout=timeout)
+
+    def proxy_logs(self, node: str, tail: int = 200) -> str:
+        path = self.state.logs / f"proxy-{node}.log"
+        if not path.exists():
+            return f"(no proxy log at {path})"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-tail:])
+
+    def restart_proxy(self, node: str) -> None:
+        name = f"proxy-{node}"
+        procs.stop(self.state.procs.get(name))
+        _start(self.state, name, self.state.argv[name], self.state.proc_netns[name])
+
+    def close(self) -> None:
+        if self._core is not None:
+            self._core.api_client.close()
+            self._core = None

@@ -1,0 +1,116 @@
+"""The wires of a local cluster: a fabric bridge and the namespaces plugged into it.
+
+::
+
+      cp (apiserver, etcd, kcm, scheduler)  .1        ext (client outside the cluster)  .200
+               \\                                        /
+                +------ br0 in netns "fabric" ---------+
+               /                 |
+      node-1 .11           node-2 .12 ...     each node: kube-proxy, pods on routed /32 veths
+
+Nodes route to each other's pod CIDRs, the control plane routes to every pod
+CIDR (pod → ``kubernetes`` Service is not masqueraded), and nodes have a
+default route via the control plane: the route lookup for a locally generated
+packet to a ClusterIP happens before OUTPUT DNAT, so without some route to the
+service range a node could not reach its own ClusterIPs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from . import netns
+from .state import ClusterState, NodeState
+
+FABRIC, CP, EXT = "fabric", "cp", "ext"
+
+
+def _plug(st: ClusterState, member_ns: str, fabric_if: str, address: str, prefixlen: int) -> None:
+    fabric_ns = netns.name_for(st.run_id, FABRIC)
+    with netns.ipr(fabric_ns) as ns:
+        if not ns.link_lookup(ifname=fabric_if):
+            ns.link("add", ifname=fabric_if, kind="veth", peer=f"{fabric_if}-p")
+        br = ns.link_lookup(ifname="br0")[0]
+        idx = ns.link_lookup(ifname=fabric_if)[0]
+        ns.link("set", index=idx, master=br, state="up")
+        peer = ns.link_lookup(ifname=f"{fabric_if}-p")
+        if peer:
+            ns.link("set", index=peer[0], net_ns_fd=member_ns)
+    with netns.ipr(member_ns) as ns:
+        tmp = ns.link_lookup(ifname=f"{fabric_if}-p")
+        if tmp:
+            ns.link("set", index=tmp[0], ifname="eth0")
+        eth0 = ns.link_lookup(ifname="eth0")[0]
+        lo = ns.link_lookup(ifname="lo")[0]
+        ns.link("set", index=lo, state="up")
+        if not any(a.get_attr("IFA_ADDRESS") == address for a in ns.get_addr(index=eth0)):
+            ns.addr("add", index=eth0, address=address, prefixlen=prefixlen)
+        ns.link("set", index=eth0, state="up")
+
+
+def _route(ns_name: str, dst: str, gateway: str) -> None:
+    with netns.ipr(ns_name) as ns:
+        ns.route("replace", dst=dst, gateway=gateway)
+
+
+def build(st: ClusterState, node_count: int) -> None:
+    """Create every namespace and wire; safe to call again on a half-built cluster."""
+    a = st.addressing
+    prefixlen = ipaddress.ip_network(a.fabric_cidr).prefixlen
+    fabric_ns = netns.name_for(st.run_id, FABRIC)
+    netns.add(fabric_ns)
+    st.netns = [fabric_ns]
+    with netns.ipr(fabric_ns) as ns:
+        if not ns.link_lookup(ifname="br0"):
+            ns.link("add", ifname="br0", kind="bridge")
+        ns.link("set", index=ns.link_lookup(ifname="br0")[0], state="up")
+        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+
+    cp_ns = netns.name_for(st.run_id, CP)
+    netns.add(cp_ns)
+    st.netns.append(cp_ns)
+    _plug(st, cp_ns, "cp", a.cp_ip, prefixlen)
+
+    st.nodes = []
+    for i in range(1, node_count + 1):
+        name = f"node-{i}"
+        node_ns = netns.name_for(st.run_id, name)
+        netns.add(node_ns)
+        st.netns.append(node_ns)
+        pod_cidr = a.node_pod_cidr(i)
+        gw = str(ipaddress.ip_network(pod_cidr)[1])
+        st.nodes.append(NodeState(name=name, ip=a.node_ip(i), pod_cidr=pod_cidr, gateway=gw, netns=node_ns))
+        _plug(st, node_ns, f"n{i}", a.node_ip(i), prefixlen)
+        netns.sysctl(node_ns, "net.ipv4.ip_forward", "1")
+        netns.sysctl(node_ns, "net.ipv4.conf.all.rp_filter", "0")
+        netns.sysctl(node_ns, "net.ipv4.conf.default.rp_filter", "0")
+
+    ext_ns = netns.name_for(st.run_id, EXT)
+    netns.add(ext_ns)
+    st.netns.append(ext_ns)
+    _plug(st, ext_ns, "ext", a.ext_ip, prefixlen)
+
+    for node in st.nodes:
+        _route(cp_ns, node.pod_cidr, node.ip)
+        _route(node.netns, "default", a.cp_ip)
+        for other in st.nodes:
+            if other.name != node.name:
+                _route(node.netns, other.pod_cidr, other.ip)
+    # Service externalIPs are routed by the "outside world" to the first node, as a router would.
+    if st.nodes:
+        _route(ext_ns, a.external_ips, st.nodes[0].ip)
+
+
+def teardown_namespaces(st: ClusterState) -> list[str]:
+    """Kill whatever still runs in the run's namespaces and delete them; returns what was removed."""
+    from . import procs
+
+    removed = []
+    names = [n for n in netns.listing() if n.startswith(st.netns_prefix)]
+    # Pods first, then nodes, the external client, the control plane and the fabric last.
+    order = sorted(names, key=lambda n: (0 if "-pod-" in n else 1 if "-node-" in n else 2 if n.endswith("-ext") else 3 if n.endswith("-cp") else 4))
+    for name in order:
+        procs.kill_all(netns.pids_in(name))
+        netns.delete(name)
+        removed.append(name)
+    return removed
