@@ -1,0 +1,33 @@
+"""The conformance catalogue's machinery: expectations, rows, the harness, forensics and the matrix.
+
+The checks themselves live in ``suites/conformance/``; see its README.
+"""
+
+from .check import Conformance, check
+from .expectations import (
+    EXPECTED,
+    IMPLEMENTATION_DEFINED,
+    NO_REACH,
+    REACH,
+    REACH_ALL,
+    REACH_LOCAL,
+    REFUSED,
+    REQUIRED,
+    SRC_IP_MASQUERADED,
+    SRC_IP_PRESERVED,
+    STICKY,
+    TIMEOUT,
+    UNIFORM,
+    Context,
+    Expectation,
+    Klass,
+    per_mode,
+)
+from .rows import Row
+
+__all__ = [
+    "Conformance", "check", "Row", "Context", "Expectation", "Klass", "per_mode",
+    "REQUIRED", "EXPECTED", "IMPLEMENTATION_DEFINED",
+    "REACH", "REACH_ALL", "REACH_LOCAL", "REFUSED", "TIMEOUT", "NO_REACH",
+    "SRC_IP_PRESERVED", "SRC_IP_MASQUERADED", "UNIFORM", "STICKY",
+]

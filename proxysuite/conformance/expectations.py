@@ -1,0 +1,204 @@
+"""Named expectations and expectation classes.
+
+An :class:`Expectation` is a named predicate over the observations of one row
+(one vantage × target × protocol). Its ``str()`` is its name, so reports read
+``expected REFUSED, observed TIMEOUT``. Combine with ``&``::
+
+    REACH & SRC_IP_PRESERVED          # named "REACH+SRC_IP_PRESERVED"
+
+A per-mode table picks one per proxy mode (:func:`per_mode`); ``"*"`` is the
+default for modes not named.
+
+Expectation classes say how much a row's verdict weighs:
+
+``REQUIRED``  Kubernetes conformance ([Conformance] upstream). A mismatch fails.
+``EXPECTED``  upstream e2e or documented proxy behaviour. A mismatch fails.
+``IMPLEMENTATION_DEFINED``  behaviour Kubernetes leaves to the implementation
+              (REJECT vs DROP, NodePort on 127.0.0.1). The observation is
+              classified and recorded in the matrix; it fails only if it matches
+              none of the behaviours the row allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable, Mapping, Sequence
+
+from ..probes import analysis
+from ..probes.engine import OK, REFUSED as _REFUSED, TIMEOUT as _TIMEOUT, Observation
+
+
+class Klass(str, Enum):
+    REQUIRED = "required"
+    EXPECTED = "expected"
+    IMPLEMENTATION_DEFINED = "implementation-defined"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+REQUIRED = Klass.REQUIRED
+EXPECTED = Klass.EXPECTED
+IMPLEMENTATION_DEFINED = Klass.IMPLEMENTATION_DEFINED
+
+
+@dataclass
+class Context:
+    """What an expectation may need to know besides the observations."""
+
+    source_ip: str | None = None
+    """Address the vantage's packets leave with (before any SNAT)."""
+    backends: Sequence[str] = ()
+    """Backends (pod names) that may answer; empty = do not check who answered."""
+    local_backends: Sequence[str] = ()
+    """Backends on the node that receives the traffic (iTP/eTP=Local checks)."""
+    alpha: float = analysis.DEFAULT_ALPHA
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Expectation:
+    name: str
+    doc: str
+    predicate: Callable[[Sequence[Observation], Context], Verdict] = field(repr=False, compare=False)
+    parts: tuple["Expectation", ...] = ()
+
+    def evaluate(self, obs: Sequence[Observation], ctx: Context) -> Verdict:
+        if not obs:
+            return Verdict(False, "no observations")
+        return self.predicate(obs, ctx)
+
+    def __and__(self, other: "Expectation") -> "Expectation":
+        parts = (self.parts or (self,)) + (other.parts or (other,))
+
+        def all_of(obs, ctx):
+            details = []
+            for p in parts:
+                v = p.evaluate(obs, ctx)
+                if not v.ok:
+                    return Verdict(False, f"{p.name}: {v.detail}")
+                details.append(v.detail)
+            return Verdict(True, "; ".join(d for d in details if d))
+
+        return Expectation("+".join(p.name for p in parts), " and ".join(p.doc for p in parts), all_of, parts)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _all_outcome(outcome: str):
+    def pred(obs, ctx):
+        counts = analysis.outcomes(obs)
+        if set(counts) == {outcome}:
+            return Verdict(True, f"all {len(obs)} {outcome}")
+        return Verdict(False, analysis.summary(obs))
+
+    return pred
+
+
+def _reach(obs, ctx):
+    counts = analysis.outcomes(obs)
+    if set(counts) != {OK}:
+        return Verdict(False, analysis.summary(obs))
+    seen = analysis.backends(obs)
+    if ctx.backends:
+        stray = sorted(set(seen) - set(ctx.backends))
+        if stray:
+            return Verdict(False, f"answered by {stray}, which must not get traffic (allowed: {sorted(ctx.backends)}); {analysis.summary(obs)}")
+    return Verdict(True, analysis.summary(obs))
+
+
+def _reach_all(obs, ctx):
+    v = _reach(obs, ctx)
+    if not v.ok:
+        return v
+    missing = sorted(set(ctx.backends) - set(analysis.backends(obs)))
+    if missing:
+        return Verdict(False, f"no traffic reached {missing}; {analysis.summary(obs)}")
+    return v
+
+
+def _reach_local(obs, ctx):
+    v = _reach(obs, ctx)
+    if not v.ok:
+        return v
+    remote = sorted(set(analysis.backends(obs)) - set(ctx.local_backends))
+    if remote:
+        return Verdict(False, f"answered by non-local backends {remote} (local: {sorted(ctx.local_backends)})")
+    return v
+
+
+def _no_reach(obs, ctx):
+    ok = sum(1 for o in obs if o.outcome == OK)
+    if ok:
+        return Verdict(False, f"{ok} of {len(obs)} probes were answered; {analysis.summary(obs)}")
+    return Verdict(True, analysis.summary(obs))
+
+
+def _src_preserved(obs, ctx):
+    ips = analysis.client_ips(obs)
+    if not ips:
+        return Verdict(False, "no answer carried a client IP; " + analysis.summary(obs))
+    if set(ips) != {ctx.source_ip}:
+        return Verdict(False, f"backend saw {dict(ips)}, the client is {ctx.source_ip}")
+    return Verdict(True, f"backend saw the client's own address {ctx.source_ip}")
+
+
+def _src_masqueraded(obs, ctx):
+    ips = analysis.client_ips(obs)
+    if not ips:
+        return Verdict(False, "no answer carried a client IP; " + analysis.summary(obs))
+    if ctx.source_ip in ips:
+        return Verdict(False, f"backend saw the client's own address {ctx.source_ip} in {ips[ctx.source_ip]} of {sum(ips.values())} answers")
+    return Verdict(True, f"backend saw {sorted(ips)} instead of {ctx.source_ip}")
+
+
+def _uniform(obs, ctx):
+    u = analysis.uniformity(obs, ctx.backends, ctx.alpha)
+    if set(analysis.outcomes(obs)) != {OK}:
+        return Verdict(False, analysis.summary(obs))
+    return Verdict(u.uniform, str(u))
+
+
+def _sticky(obs, ctx):
+    if set(analysis.outcomes(obs)) != {OK}:
+        return Verdict(False, analysis.summary(obs))
+    ok, detail = analysis.sticky(obs)
+    return Verdict(ok, detail)
+
+
+REACH = Expectation("REACH", "every probe is answered, only by backends that may get traffic", _reach)
+REACH_ALL = Expectation("REACH_ALL", "every probe is answered and every ready backend answers at least once", _reach_all)
+REACH_LOCAL = Expectation("REACH_LOCAL", "every probe is answered by a backend on the receiving node", _reach_local)
+REFUSED = Expectation("REFUSED", "every connection is actively refused (TCP RST / ICMP port unreachable: REJECT)", _all_outcome(_REFUSED))
+TIMEOUT = Expectation("TIMEOUT", "no probe gets any answer (DROP or blackhole)", _all_outcome(_TIMEOUT))
+NO_REACH = Expectation("NO_REACH", "no probe is answered by anything (refused, timeout or unreachable)", _no_reach)
+SRC_IP_PRESERVED = Expectation("SRC_IP_PRESERVED", "the backend sees the client's own address", _src_preserved)
+SRC_IP_MASQUERADED = Expectation("SRC_IP_MASQUERADED", "the backend sees an address other than the client's (SNAT)", _src_masqueraded)
+UNIFORM = Expectation("UNIFORM", "answers spread uniformly over the ready backends (chi-square)", _uniform)
+STICKY = Expectation("STICKY", "every answer comes from the same backend", _sticky)
+
+OUTCOMES = (REACH, REFUSED, TIMEOUT, NO_REACH)
+"""Fallback classification of what was observed, most specific first."""
+
+
+def classify(obs: Sequence[Observation], ctx: Context, candidates: Sequence[Expectation] = ()) -> str:
+    """Name of the first candidate (then of :data:`OUTCOMES`) that the observations satisfy; else ``MIXED``."""
+    for exp in (*candidates, *OUTCOMES):
+        if exp.evaluate(obs, ctx).ok:
+            return exp.name
+    return "MIXED(" + ",".join(f"{k}:{v}" for k, v in sorted(analysis.outcomes(obs).items())) + ")"
+
+
+def per_mode(default: Expectation | None = None, **modes: Expectation) -> Mapping[str, Expectation]:
+    """A per-mode expectation table: ``per_mode(REACH, nftables=REFUSED)``."""
+    table = dict(modes)
+    if default is not None:
+        table["*"] = default
+    return table

@@ -1,0 +1,227 @@
+"""pytest plugin of the conformance catalogue: harness fixture, forensics, matrix, disruption guard.
+
+Loaded by ``suites/conformance/conftest.py`` (``import_plugin``), so it is active
+wherever conformance checks are collected, with or without pytest-xdist.
+
+Fixtures
+--------
+``conformance``       per test: the :class:`~proxysuite.conformance.check.Conformance` harness
+                      (runs rows, judges, records the verdict, arms forensics).
+``scenario_namespace`` module scope: a factory ``scenario_namespace(label)`` for a namespace
+                      shared by one module's rows (labelled with the run id, deleted at
+                      module end). Used where building the scenario once per module is
+                      safe because the rows only read it.
+
+Hooks
+-----
+* ``pytest_runtest_makereport``: on a failed check, collect forensics into report
+  sections and ``<reports-dir>/forensics/<test>/``; for every check, append its matrix
+  record (result, class, expected, observed, path, reason).
+* ``pytest_sessionfinish``: rebuild ``<reports-dir>/matrix/``.
+* Disruptive checks (``@pytest.mark.disruptive``) take an exclusive cross-process lock
+  and every other check a shared one, so under ``-n 2`` a proxy restart or rule flush
+  never runs while another worker is probing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .check import Conformance, Record
+from .forensics import Forensics
+from . import matrix as mx
+
+_record_key = pytest.StashKey[Record]()
+_forensics_key = pytest.StashKey[Forensics]()
+_start_key = pytest.StashKey[float]()
+SECTION_LIMIT = 6000
+"""Characters per forensics section in the terminal report; files on disk are complete."""
+
+
+def _settings(config: pytest.Config) -> dict:
+    """provider, mode, run_id, reports_dir as the core plugin sees them (CLI, then ini, then defaults)."""
+    from .. import plugin as core
+
+    values = core._option_values(config)
+    return {"provider": values["provider"], "mode": values["mode"], "run_id": core._run_id(config),
+            "reports_dir": Path(values["reports-dir"])}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "proxysuite_check(capability, name): a conformance check, recorded in the matrix")
+    # Scenario modules share one module-scoped setup; keep each module's rows on one xdist worker
+    # (xdist_group marks) instead of building the scenario once per worker. Only effective when this
+    # plugin is loaded in the controller (initial conftest or core plugin) and --dist was not chosen.
+    if getattr(config.option, "dist", None) == "load" and not any(a.startswith(("--dist", "-d")) for a in config.invocation_params.args):
+        config.option.dist = "loadgroup"
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture
+def conformance(request: pytest.FixtureRequest, cluster, k8s, suite_config):
+    """The per-test harness; forensics are collected from it only if the test fails."""
+    record = request.node.stash.setdefault(_record_key, Record())
+    forensics = Forensics(cluster, k8s, request.node.nodeid, suite_config.reports_dir)
+    request.node.stash[_forensics_key] = forensics
+    return Conformance(suite_config.mode, forensics, record)
+
+
+@pytest.fixture(scope="module")
+def scenario_namespace(request: pytest.FixtureRequest, k8s, suite_config):
+    """Factory for module-shared namespaces: ``ns = scenario_namespace("routing")``."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s)
+    created: list[str] = []
+
+    def make(label: str) -> str:
+        digest = hashlib.sha1(f"{request.node.nodeid}:{label}:{os.getpid()}".encode()).hexdigest()[:6]
+        name = f"ps-{suite_config.run_id}-{re.sub(r'[^a-z0-9-]+', '-', label.lower())[:30]}-{digest}".strip("-")
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={
+            "proxysuite.io/run-id": suite_config.run_id,
+            "pod-security.kubernetes.io/enforce": "privileged",
+        })))
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        try:
+            core.delete_namespace(name, propagation_policy="Background")
+        except client.ApiException as exc:
+            if exc.status != 404:
+                print(f"[proxysuite] could not delete namespace {name}: {exc.reason}")
+
+
+class _RWLock:
+    """Readers/writer lock across processes: flock on two files, writer intent blocks new readers."""
+
+    def __init__(self, base: Path):
+        base.parent.mkdir(parents=True, exist_ok=True)
+        self.intent = open(str(base) + ".intent", "a+")
+        self.main = open(str(base) + ".main", "a+")
+
+    def shared(self):
+        fcntl.flock(self.intent, fcntl.LOCK_SH)
+        fcntl.flock(self.main, fcntl.LOCK_SH)
+        fcntl.flock(self.intent, fcntl.LOCK_UN)
+
+    def exclusive(self):
+        fcntl.flock(self.intent, fcntl.LOCK_EX)
+        fcntl.flock(self.main, fcntl.LOCK_EX)
+
+    def release(self):
+        fcntl.flock(self.main, fcntl.LOCK_UN)
+        fcntl.flock(self.intent, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _disruption_guard(request: pytest.FixtureRequest):
+    if request.node.get_closest_marker("proxysuite_check") is None:
+        yield
+        return
+    run_id = _settings(request.config)["run_id"]
+    lock = _RWLock(Path(tempfile.gettempdir()) / "proxysuite-locks" / f"disrupt-{run_id}")
+    exclusive = request.node.get_closest_marker("disruptive") is not None
+    (lock.exclusive if exclusive else lock.shared)()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# --- hooks ---------------------------------------------------------------------------------------
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_start_key] = time.monotonic()
+
+
+def _skip_reason(report) -> str:
+    lr = report.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:
+        return str(lr[2]).removeprefix("Skipped: ")
+    return str(lr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("proxysuite_check")
+    if marker is None:
+        return
+    if report.when == "call" and report.failed:
+        _attach_forensics(item, report)
+    final = (report.when == "call") or (report.when == "setup" and not report.passed)
+    if not final:
+        return
+    rec = item.stash.get(_record_key, None) or Record()
+    if report.skipped:
+        result = "skipped"
+    elif report.when == "setup":
+        result = "error"
+    elif report.failed:
+        result = "fail"
+    elif rec.klass == "implementation-defined":
+        result = "implementation-defined"
+    else:
+        result = "pass"
+    reason = _skip_reason(report) if report.skipped else ""
+    if result in ("fail", "error"):
+        reason = (report.longreprtext or "").strip().splitlines()[-1][:300] if report.longreprtext else ""
+    s = _settings(item.config)
+    params = getattr(item, "callspec", None)
+    check_id = marker.kwargs.get("name", item.originalname) + (f"[{params.id}]" if params else "")
+    record = {
+        "check": check_id,
+        "capability": marker.kwargs.get("capability", ""),
+        "name": marker.kwargs.get("name", ""),
+        "nodeid": item.nodeid,
+        "result": result,
+        "klass": rec.klass,
+        "expected": rec.expected,
+        "observed": rec.observed,
+        "path": rec.path,
+        "reason": reason,
+        "notes": rec.notes,
+        "duration": round(time.monotonic() - item.stash.get(_start_key, time.monotonic()), 2),
+    }
+    report.user_properties.append(("proxysuite.matrix", record))
+    mx.append_part(s["reports_dir"] / "matrix", s["run_id"], record)
+
+
+def _attach_forensics(item: pytest.Item, report) -> None:
+    forensics = item.stash.get(_forensics_key, None)
+    if forensics is None or not forensics.jigs:
+        return
+    try:
+        sections = forensics.collect()
+        folder = forensics.write(sections)
+    except Exception as exc:  # noqa: BLE001 - forensics must never hide the real failure
+        report.sections.append(("forensics", f"forensics collection failed: {type(exc).__name__}: {exc}"))
+        return
+    for name, text in sections.items():
+        if len(text) > SECTION_LIMIT:
+            text = text[:SECTION_LIMIT] + f"\n... truncated; full text in {folder}"
+        report.sections.append((f"forensics: {name}", text))
+    report.sections.append(("forensics", f"written to {folder}"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    s = _settings(session.config)
+    try:
+        out = mx.finish_run(s["reports_dir"] / "matrix", s["run_id"], s["provider"], s["mode"])
+    except Exception as exc:  # noqa: BLE001
+        print(f"[proxysuite] could not write the conformance matrix: {exc}")
+        return
+    if out and getattr(session.config, "workerinput", None) is None:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr:
+            tr.write_line(f"conformance matrix: {out[1]} ({out[0]})")

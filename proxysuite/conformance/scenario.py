@@ -1,0 +1,113 @@
+"""Scenarios: a jig with its backends, Services and clients built in one go, then shared by rows.
+
+::
+
+    sc = build_scenario(cluster, k8s, run_id, ns,
+                        backends={0: 2},                      # node index → replicas
+                        services={"web": ServiceSpec("LoadBalancer")})
+    sc.svc("web")                                             # the Service as the API returns it now
+
+Building creates everything first and waits afterwards (pods, EndpointSlices,
+load-balancer IPs, one answered probe per node), so the waits overlap; it ends
+with a :meth:`~proxysuite.workloads.jig.ServiceJig.barrier` so negative rows can
+trust the datapath. Node indexes beyond the cluster's node count fold onto the
+last node (a one-node cluster still runs every row that does not need a second node).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..workloads.jig import ServiceJig
+
+
+@dataclass
+class ServiceSpec:
+    type: str = "ClusterIP"
+    tweak: Callable[[dict], None] | None = None
+    ports: list[dict] | None = None
+    selector: dict | None = None
+    endpoints: int | None = None
+    """Ready endpoints to wait for (default: every ready backend the selector matches; 0 for none)."""
+
+
+@dataclass
+class Scenario:
+    jig: ServiceJig
+    services: dict[str, dict] = field(default_factory=dict)
+    default: str = ""
+
+    def svc(self, name: str = "") -> dict:
+        name = name or self.default
+        return self.jig.get_service(name)
+
+
+def fold(jig: ServiceJig, per_index: dict[int, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    names = jig.node_names
+    for idx, n in per_index.items():
+        node = names[min(idx, len(names) - 1)]
+        out[node] = out.get(node, 0) + n
+    return out
+
+
+def build_scenario(cluster, k8s, run_id: str, namespace: str, *, backends: dict[int, int] | None = None,
+                   unready: dict[int, int] | None = None, services: dict[str, ServiceSpec] | None = None,
+                   clients: bool = True, host_clients: bool = True, grace: int = 2, delay_shutdown: int = 0,
+                   barrier: bool = True) -> Scenario:
+    jig = ServiceJig(cluster, k8s, namespace, run_id)
+    if backends:
+        jig.backends(fold(jig, backends), grace=grace, delay_shutdown=delay_shutdown)
+    if unready:
+        jig.backends(fold(jig, unready), ready=False, grace=grace)
+    sc = Scenario(jig)
+    for name, spec in (services or {}).items():
+        sc.services[name] = jig.service(name, spec.type, spec.ports, spec.selector, spec.tweak)
+        sc.default = sc.default or name
+    wanted = [(n, False) for n in jig.node_names] if clients else []
+    if host_clients:
+        wanted += [(n, True) for n in jig.node_names]
+    jig.ensure_clients(wanted)
+    if jig.groups:
+        jig.wait_pods()
+    n_ready = sum(g["replicas"] for g in jig.groups.values() if g["ready"])
+    for name, spec in (services or {}).items():
+        if spec.type == "ExternalName":
+            continue
+        want = spec.endpoints if spec.endpoints is not None else (n_ready if spec.selector is None else None)
+        if want is not None:
+            jig.wait_endpoints(name, ready=want)
+        if spec.type == "LoadBalancer" and cluster.features().load_balancer:
+            jig.wait_lb(name)
+    for name in sc.services:
+        sc.services[name] = jig.get_service(name)
+    if barrier and n_ready and clients:
+        jig.barrier()
+    return sc
+
+
+FALLBACK_EXTERNAL_IP_CIDR = "203.0.113.0/24"
+"""TEST-NET-3, as upstream e2e uses for externalIPs not assigned to a node; pods and nodes reach it through
+the proxy's own rules, the external client only if the provider routes it."""
+
+
+def external_ip(cluster, salt: str) -> tuple[str, bool]:
+    """An externalIP for a scenario and whether the external client can route to it.
+
+    Providers that route an externalIP range from their external client say so with
+    ``external_ip_cidr``; the local provider's range is in its addressing plan.
+    The address is picked by hashing ``salt`` so modules running in parallel do not collide.
+    """
+    import hashlib
+    import ipaddress
+
+    cidr = getattr(cluster, "external_ip_cidr", None)
+    if cidr is None:
+        addressing = getattr(getattr(cluster, "state", None), "addressing", None)
+        cidr = getattr(addressing, "external_ips", None)
+    routed = cidr is not None
+    net = ipaddress.ip_network(cidr or FALLBACK_EXTERNAL_IP_CIDR)
+    hosts = net.num_addresses - 2
+    offset = int(hashlib.sha1(salt.encode()).hexdigest(), 16) % max(hosts - 10, 1) + 10
+    return str(net.network_address + offset), routed

@@ -1,0 +1,143 @@
+"""What a list of observations says: outcomes, who answered, how evenly, from which client IP.
+
+Everything here is a pure function of observations, so it is unit-tested without
+a cluster (``tests/test_conformance_analysis.py``).
+
+Uniformity is a chi-square goodness-of-fit test against "every expected backend
+equally likely". The significance ``alpha`` is the false-alarm rate for a proxy
+that *is* uniform; :func:`samples_for_uniformity` picks the sample count so the
+test also has a stated power against a concrete skew (by default one backend
+getting twice the share of each other one), so a pass means something.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .engine import OK, Observation
+
+DEFAULT_ALPHA = 0.001
+"""Significance of the uniformity test: a uniform proxy fails it once in 1000 runs."""
+DEFAULT_POWER = 0.9
+"""Probability of detecting the reference skew (:func:`skewed`) with the chosen sample size."""
+
+
+def outcomes(obs: Iterable[Observation]) -> Counter:
+    return Counter(o.outcome for o in obs)
+
+
+def backends(obs: Iterable[Observation]) -> Counter:
+    """Answers per backend hostname (only successful observations)."""
+    return Counter(o.backend for o in obs if o.outcome == OK and o.backend)
+
+
+def client_ips(obs: Iterable[Observation]) -> Counter:
+    return Counter(o.client_ip for o in obs if o.outcome == OK and o.client_ip)
+
+
+def summary(obs: Sequence[Observation]) -> str:
+    """One line: ``40 probes: ok 40; backends web-a 21, web-b 19; client IPs 10.244.1.4 40``."""
+    parts = [f"{len(obs)} probes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes(obs).items()))]
+    b = backends(obs)
+    if b:
+        parts.append("backends " + ", ".join(f"{k} {v}" for k, v in sorted(b.items())))
+    c = client_ips(obs)
+    if c:
+        parts.append("client IPs " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+    errors = Counter(o.error.split(":")[0] for o in obs if o.error)
+    if errors:
+        parts.append("errors " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
+    return "; ".join(parts)
+
+
+def skewed(k: int, ratio: float = 2.0) -> list[float]:
+    """The reference alternative: one of ``k`` backends gets ``ratio`` times the share of each other."""
+    total = ratio + (k - 1)
+    return [ratio / total] + [1 / total] * (k - 1)
+
+
+def chi_square_power(n: int, k: int, alpha: float = DEFAULT_ALPHA, alternative: Sequence[float] | None = None) -> float:
+    """Power of the uniformity test with ``n`` samples over ``k`` backends against ``alternative``."""
+    from scipy import stats
+
+    alt = list(alternative) if alternative is not None else skewed(k)
+    p0 = 1 / k
+    w2 = sum((p - p0) ** 2 / p0 for p in alt)
+    crit = stats.chi2.ppf(1 - alpha, k - 1)
+    return float(stats.ncx2.sf(crit, k - 1, n * w2))
+
+
+def samples_for_uniformity(k: int, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER, ratio: float = 2.0) -> int:
+    """Smallest sample count (rounded up to a multiple of ``k``, at least 10 per backend) reaching ``power``."""
+    n = max(10 * k, k)
+    while chi_square_power(n, k, alpha, skewed(k, ratio)) < power:
+        n += k
+    return n
+
+
+@dataclass
+class Uniformity:
+    counts: dict[str, int]
+    expected_backends: list[str]
+    n: int
+    statistic: float
+    p_value: float
+    alpha: float
+    power: float
+    """Power against :func:`skewed` (2:1) at this n, stated so a pass can be judged."""
+    missing: list[str] = field(default_factory=list)
+    """Expected backends that got no traffic at all."""
+    unexpected: list[str] = field(default_factory=list)
+    """Backends that answered but were not expected (not ready, wrong Service)."""
+
+    @property
+    def uniform(self) -> bool:
+        return self.p_value >= self.alpha and not self.missing and not self.unexpected
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{b} {self.counts.get(b, 0)}" for b in self.expected_backends)
+        extra = f"; unexpected {self.unexpected}" if self.unexpected else ""
+        return (
+            f"chi-square {self.statistic:.2f} on {len(self.expected_backends) - 1} df, p={self.p_value:.4g} "
+            f"(alpha {self.alpha:g}, n={self.n}, power {self.power:.2f} vs 2:1 skew): {counts}{extra}"
+        )
+
+
+def uniformity(obs: Sequence[Observation], expected_backends: Iterable[str], alpha: float = DEFAULT_ALPHA) -> Uniformity:
+    """Chi-square goodness of fit of the answering backends to a uniform distribution over ``expected_backends``."""
+    from scipy import stats
+
+    expected = sorted(set(expected_backends))
+    counts = backends(obs)
+    observed = [counts.get(b, 0) for b in expected]
+    n = sum(observed)
+    k = len(expected)
+    if k < 2 or n == 0:
+        stat, p = 0.0, 1.0 if k == 1 and n else 0.0
+    else:
+        res = stats.chisquare(observed)
+        stat, p = float(res.statistic), float(res.pvalue)
+    return Uniformity(
+        counts=dict(counts),
+        expected_backends=expected,
+        n=n,
+        statistic=stat,
+        p_value=p,
+        alpha=alpha,
+        power=chi_square_power(n, k, alpha) if k >= 2 and n else 0.0,
+        missing=[b for b, c in zip(expected, observed) if c == 0],
+        unexpected=sorted(b for b in counts if b not in expected),
+    )
+
+
+def sticky(obs: Sequence[Observation]) -> tuple[bool, str]:
+    """All successful answers came from one backend, and there was at least one."""
+    b = backends(obs)
+    if not b:
+        return False, "no backend answered"
+    if len(b) == 1:
+        (only, n), = b.items()
+        return True, f"all {n} answers from {only}"
+    return False, "answers spread over " + ", ".join(f"{k} {v}" for k, v in b.most_common())

@@ -1,0 +1,566 @@
+"""ServiceJig: one object owns a Service scenario — backends, clients, Services — and its waits.
+
+A conformance check never writes Kubernetes objects itself; it asks a jig::
+
+    jig = ServiceJig(cluster, k8s, namespace, run_id)
+    jig.backends({nodes[0]: 2})                 # agnhost netexec, HTTP :8080, UDP :8081, pinned per node
+    svc = jig.service("web", type="NodePort")   # template + tweak; allocation sanity-checked
+    jig.wait_ready(svc, endpoints=2)            # pods Ready → EndpointSlices → datapath (a probe answers)
+    obs = jig.probe(jig.vantage("pod-other-node"), jig.target(svc, "clusterip"), count=20)
+
+Backends are Deployments, one per node they are pinned to (``spec.nodeName`` in the
+template, so placement is exact on every provider without a scheduler); every
+backend carries the jig's selector labels, so one Service selects all of them and
+extra Services can select subsets by ``group``. Client pods idle (``sleep``) in the
+client image, one per node on demand; node vantages are hostNetwork client pods
+(or the provider's ``node_vantage`` when it has one). Everything the jig creates
+lives in its namespace, which its owner deletes; :meth:`cleanup` deletes the
+jig's objects early where a test needs that.
+
+Every probe, wait and write is appended to :attr:`transcript`, which the failure
+forensics attach to the report.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from .. import waits
+from ..errors import ProbeError, Unsupported
+from ..probes import analysis
+from ..probes.engine import OK, Observation, ProbeRequest
+
+HTTP_PORT = 8080
+UDP_PORT = 8081
+CLOSED_PORT = 9999
+"""Nothing listens here: a readiness probe on it never succeeds (a permanently unready backend)."""
+RUN_LABEL = "proxysuite.io/run-id"
+APP_LABEL = "proxysuite.io/app"
+GROUP_LABEL = "proxysuite.io/group"
+
+
+@dataclass(frozen=True)
+class Target:
+    """An address a probe is sent to, and how it was derived."""
+
+    kind: str
+    """``clusterip``, ``nodeport``, ``lb``, ``external-ip``, ``pod`` or a free-form kind."""
+    host: str
+    port: int
+    proto: str
+    node: str | None = None
+    """For NodePorts: the node whose IP this is."""
+    service: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}/{self.proto}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    node: str
+    ip: str
+    ready: bool
+    terminating: bool
+
+
+@dataclass
+class TranscriptEntry:
+    at: float
+    kind: str
+    """``probe``, ``wait``, ``write``, ``skip`` or ``note``."""
+    text: str
+    observations: list[Observation] = field(default_factory=list)
+
+    def render(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.gmtime(self.at)) + f".{int(self.at * 1000) % 1000:03d}"
+        lines = [f"{stamp} {self.kind:5} {self.text}"]
+        for o in self.observations:
+            who = f" backend={o.backend}" if o.backend else ""
+            cip = f" client_ip={o.client_ip}" if o.client_ip else ""
+            lat = f" connect={o.connect_us:.0f}us" if o.connect_us is not None else ""
+            err = f" error={o.error}" if o.error else ""
+            lines.append(f"      {o.protocol} {o.host}:{o.port} {o.outcome}{who}{cip}{lat}{err}")
+        return "\n".join(lines)
+
+
+class ServiceJig:
+    """Owns the objects of one scenario in one namespace. Not thread-safe; one per test or per module."""
+
+    def __init__(self, cluster, api_client, namespace: str, run_id: str, app: str = "backend"):
+        from kubernetes import client
+
+        self.cluster = cluster
+        self.namespace = namespace
+        self.run_id = run_id
+        self.app = app
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.discovery = client.DiscoveryV1Api(api_client)
+        self.transcript: list[TranscriptEntry] = []
+        self.services: list[str] = []
+        """Names of the Services this jig created (for forensics)."""
+        self.groups: dict[str, dict] = {}
+        """Backend group name → {"node", "replicas", "ready"}."""
+        self._clients: dict[tuple[str, bool], str] = {}
+        self._vantages: dict[str, object] = {}
+        self._nodes = cluster.nodes()
+
+    # --- bookkeeping -----------------------------------------------------------------------
+    def log(self, kind: str, text: str, observations: Sequence[Observation] = ()) -> None:
+        self.transcript.append(TranscriptEntry(time.time(), kind, text, list(observations)))
+
+    def render_transcript(self, since: int = 0) -> str:
+        return "\n".join(e.render() for e in self.transcript[since:])
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self._nodes]
+
+    def node_ip(self, node: str) -> str:
+        return next(n.internal_ip for n in self._nodes if n.name == node)
+
+    def labels(self, group: str | None = None) -> dict:
+        out = {APP_LABEL: self.app, RUN_LABEL: self.run_id}
+        if group:
+            out[GROUP_LABEL] = group
+        return out
+
+    @property
+    def selector(self) -> dict:
+        return {APP_LABEL: self.app}
+
+    # --- backends ----------------------------------------------------------------------------
+    def backend_deployment(self, group: str, node: str, replicas: int, *, ready: bool = True, grace: int = 2,
+                           delay_shutdown: int = 0, extra_labels: dict | None = None) -> dict:
+        """The Deployment template for one backend group (agnhost netexec), before any tweak."""
+        args = ["netexec", f"--http-port={HTTP_PORT}", f"--udp-port={UDP_PORT}"]
+        if delay_shutdown:
+            args.append(f"--delay-shutdown={delay_shutdown}")
+        labels = {**self.labels(group), **(extra_labels or {})}
+        probe_port = HTTP_PORT if ready else CLOSED_PORT
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": group, "namespace": self.namespace, "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {APP_LABEL: self.app, GROUP_LABEL: group}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeName": node,
+                        "terminationGracePeriodSeconds": grace,
+                        "enableServiceLinks": False,
+                        "automountServiceAccountToken": False,
+                        "tolerations": [{"operator": "Exists"}],
+                        "containers": [{
+                            "name": "netexec",
+                            "image": self.cluster.backend_image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "args": args,
+                            "ports": [
+                                {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                                {"name": "udp", "containerPort": UDP_PORT, "protocol": "UDP"},
+                            ],
+                            "readinessProbe": {"tcpSocket": {"port": probe_port}, "periodSeconds": 1,
+                                               "failureThreshold": 1, "successThreshold": 1, "timeoutSeconds": 1},
+                        }],
+                    },
+                },
+            },
+        }
+
+    def backends(self, per_node: dict[str, int], *, prefix: str | None = None, ready: bool = True, grace: int = 2,
+                 delay_shutdown: int = 0, extra_labels: dict | None = None,
+                 tweak: Callable[[dict], None] | None = None) -> list[str]:
+        """Create one Deployment per node (``{node: replicas}``); returns the group names. Does not wait."""
+        prefix = prefix or ("be" if ready else "unready")
+        groups = []
+        for node, replicas in per_node.items():
+            idx = self.node_names.index(node)
+            group = f"{prefix}-n{idx + 1}"
+            body = self.backend_deployment(group, node, replicas, ready=ready, grace=grace,
+                                           delay_shutdown=delay_shutdown, extra_labels=extra_labels)
+            if tweak:
+                tweak(body)
+            self.apps.create_namespaced_deployment(self.namespace, body)
+            self.groups[group] = {"node": node, "replicas": replicas, "ready": ready}
+            self.log("write", f"deployment {group}: {replicas} netexec on {node}" + ("" if ready else " (never ready)"))
+            groups.append(group)
+        return groups
+
+    def scale(self, group: str, replicas: int) -> None:
+        self.apps.patch_namespaced_deployment_scale(group, self.namespace, {"spec": {"replicas": replicas}})
+        self.groups[group]["replicas"] = replicas
+        self.log("write", f"scale {group} to {replicas}")
+
+    def pods(self, group: str | None = None) -> list[dict]:
+        sel = ",".join(f"{k}={v}" for k, v in self.labels(group).items() if k != RUN_LABEL)
+        items = self.core.list_namespaced_pod(self.namespace, label_selector=sel).items
+        return [self.core.api_client.sanitize_for_serialization(p) for p in items]
+
+    def backend_pods(self, group: str | None = None) -> list[Backend]:
+        out = []
+        for p in self.pods(group):
+            conds = {c["type"]: c["status"] for c in p.get("status", {}).get("conditions") or []}
+            out.append(Backend(p["metadata"]["name"], p["spec"].get("nodeName", ""), p.get("status", {}).get("podIP", ""),
+                               conds.get("Ready") == "True", bool(p["metadata"].get("deletionTimestamp"))))
+        return sorted(out, key=lambda b: b.name)
+
+    def ready_backends(self, group: str | None = None, node: str | None = None) -> list[str]:
+        return [b.name for b in self.backend_pods(group) if b.ready and not b.terminating and (node is None or b.node == node)]
+
+    def wait_pods(self, group: str | None = None, ready: int | None = None) -> list[Backend]:
+        """Wait until the group(s) have their replicas Running (Ready when they are meant to be)."""
+        groups = [group] if group else list(self.groups)
+
+        def done():
+            out = []
+            for g in groups:
+                want = self.groups[g]["replicas"]
+                pods = [b for b in self.backend_pods(g) if not b.terminating]
+                if len(pods) != want:
+                    return None
+                if self.groups[g]["ready"] and sum(b.ready for b in pods) != want:
+                    return None
+                if not all(b.ip for b in pods):
+                    return None
+                out += pods
+            return out or (not any(self.groups[g]["replicas"] for g in groups) and [None])
+
+        pods = waits.wait_until(waits.PODS_READY, done, what=f"backend pods of {', '.join(groups)} in {self.namespace} running/ready",
+                                on_attempt=self._log_wait)
+        return [p for p in pods if p]
+
+    def _log_wait(self, w: waits.Waited) -> None:
+        self.log("wait", f"{w.what}: {w.elapsed:.1f}s ({w.attempts} polls, ceiling {w.wait})")
+
+    # --- services ----------------------------------------------------------------------------
+    def service_body(self, name: str, type: str = "ClusterIP", ports: Sequence[dict] | None = None,
+                     selector: dict | None = None) -> dict:
+        """The Service template: TCP 80→8080 (http) and UDP 81→8081 (udp), selecting all backends."""
+        if ports is None:
+            ports = [
+                {"name": "http", "port": 80, "targetPort": HTTP_PORT, "protocol": "TCP"},
+                {"name": "udp", "port": 81, "targetPort": UDP_PORT, "protocol": "UDP"},
+            ]
+        spec: dict = {"type": type, "ports": list(ports), "selector": dict(selector if selector is not None else self.selector)}
+        return {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": self.namespace, "labels": {RUN_LABEL: self.run_id}},
+                "spec": spec}
+
+    def service(self, name: str, type: str = "ClusterIP", ports: Sequence[dict] | None = None, selector: dict | None = None,
+                tweak: Callable[[dict], None] | None = None) -> dict:
+        """Create a Service from the template plus ``tweak(body)``; check what the API allocated; return it as a dict."""
+        body = self.service_body(name, type, ports, selector)
+        if tweak:
+            tweak(body)
+        created = self.core.create_namespaced_service(self.namespace, body)
+        self.services.append(name)
+        svc = self.core.api_client.sanitize_for_serialization(created)
+        self._check_allocation(svc)
+        self.log("write", f"service {name}: type {svc['spec']['type']} clusterIP {svc['spec'].get('clusterIP')} "
+                          f"ports {[(p.get('port'), p.get('protocol'), p.get('nodePort')) for p in svc['spec'].get('ports') or []]}")
+        return svc
+
+    def get_service(self, name: str) -> dict:
+        return self.core.api_client.sanitize_for_serialization(self.core.read_namespaced_service(name, self.namespace))
+
+    def patch_service(self, name: str, patch: dict) -> dict:
+        svc = self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service(name, self.namespace, patch))
+        self._check_allocation(svc)
+        self.log("write", f"patch service {name}: {patch}")
+        return svc
+
+    def replace_service(self, name: str, tweak: Callable[[dict], None]) -> dict:
+        """Read-modify-write (for changes a merge patch cannot express, e.g. type changes that drop fields)."""
+        svc = self.get_service(name)
+        tweak(svc)
+        svc.pop("status", None)
+        out = self.core.api_client.sanitize_for_serialization(self.core.replace_namespaced_service(name, self.namespace, svc))
+        self._check_allocation(out)
+        self.log("write", f"replace service {name}: type {out['spec']['type']} clusterIP {out['spec'].get('clusterIP')}")
+        return out
+
+    def delete_service(self, name: str) -> None:
+        self.core.delete_namespaced_service(name, self.namespace)
+        self.log("write", f"delete service {name}")
+
+    @staticmethod
+    def _check_allocation(svc: dict) -> None:
+        spec = svc["spec"]
+        name = svc["metadata"]["name"]
+        t = spec.get("type", "ClusterIP")
+        if t == "ExternalName":
+            return
+        ip = spec.get("clusterIP")
+        if ip != "None":
+            ipaddress.ip_address(ip)  # raises on garbage
+        if t in ("NodePort", "LoadBalancer") and spec.get("allocateLoadBalancerNodePorts", True) is not False:
+            for p in spec.get("ports") or []:
+                if not p.get("nodePort"):
+                    raise AssertionError(f"service {name} of type {t} got no nodePort for port {p.get('port')}/{p.get('protocol')}")
+        if spec.get("externalTrafficPolicy") == "Local" and t == "LoadBalancer" and not spec.get("healthCheckNodePort"):
+            raise AssertionError(f"service {name} with externalTrafficPolicy=Local got no healthCheckNodePort")
+
+    def endpoints(self, service: str) -> list[dict]:
+        """Endpoints of the Service's EndpointSlices: {name (pod), addresses, node, ready, serving, terminating}."""
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            self.namespace, label_selector=f"kubernetes.io/service-name={service}").items
+        out = []
+        for s in slices:
+            for e in s.endpoints or []:
+                c = e.conditions
+                out.append({"name": e.target_ref.name if e.target_ref else None, "addresses": e.addresses, "node": e.node_name,
+                            "ready": bool(c and c.ready), "serving": bool(c and c.serving), "terminating": bool(c and c.terminating)})
+        return out
+
+    def wait_endpoints(self, service: str, ready: int, terminating: int | None = None) -> list[dict]:
+        def done():
+            eps = self.endpoints(service)
+            n_ready = sum(e["ready"] for e in eps)
+            n_term = sum(e["terminating"] for e in eps)
+            if n_ready == ready and (terminating is None or n_term == terminating):
+                return eps or [{}]
+            return None
+
+        what = f"service {self.namespace}/{service} has {ready} ready endpoints" + (
+            f" and {terminating} terminating" if terminating is not None else "")
+        return waits.wait_until(waits.ENDPOINTS, done, what=what, on_attempt=self._log_wait)
+
+    def wait_lb(self, service: str) -> list[str]:
+        def ips():
+            svc = self.get_service(service)
+            ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            return [i.get("ip") for i in ingress if i.get("ip")]
+
+        return waits.wait_until(waits.LB_INGRESS, ips, what=f"service {self.namespace}/{service} has a load-balancer ingress IP",
+                                on_attempt=self._log_wait)
+
+    # --- targets -----------------------------------------------------------------------------
+    def _port(self, svc: dict, proto: str, port_name: str | None = None) -> dict:
+        for p in svc["spec"].get("ports") or []:
+            if p.get("protocol", "TCP").lower() == proto and (port_name is None or p.get("name") == port_name):
+                return p
+        raise Unsupported(f"service {svc['metadata']['name']} has no {proto.upper()} port"
+                          + (f" named {port_name}" if port_name else ""), "add the port to the scenario's Service")
+
+    def target(self, svc: dict | str, kind: str, proto: str = "tcp", node: str | None = None, port_name: str | None = None) -> Target:
+        """Resolve an address kind of ``svc``: clusterip | nodeport (on ``node``) | nodeport-localhost | lb | external-ip."""
+        if isinstance(svc, str):
+            svc = self.get_service(svc)
+        name = svc["metadata"]["name"]
+        p = self._port(svc, proto, port_name)
+        if kind == "clusterip":
+            return Target(kind, svc["spec"]["clusterIP"], p["port"], proto, service=name)
+        if kind in ("nodeport", "nodeport-localhost"):
+            if not p.get("nodePort"):
+                raise Unsupported(f"service {name} has no nodePort", "use type NodePort or LoadBalancer")
+            host = "127.0.0.1" if kind == "nodeport-localhost" else self.node_ip(node)
+            return Target(kind, host, p["nodePort"], proto, node=node, service=name)
+        if kind == "lb":
+            svc_now = self.get_service(name)
+            ingress = ((svc_now.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            if not ingress:
+                raise Unsupported(f"service {name} has no load-balancer ingress", "the cluster needs a load-balancer controller")
+            return Target(kind, ingress[0]["ip"], p["port"], proto, service=name)
+        if kind == "external-ip":
+            ips = svc["spec"].get("externalIPs") or []
+            if not ips:
+                raise Unsupported(f"service {name} has no externalIPs", "set spec.externalIPs in the scenario")
+            return Target(kind, ips[0], p["port"], proto, service=name)
+        raise ValueError(f"unknown target kind {kind!r}")
+
+    # --- vantages ----------------------------------------------------------------------------
+    def client_pod_body(self, name: str, node: str, host_network: bool) -> dict:
+        spec: dict = {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 1,
+            "enableServiceLinks": False,
+            "automountServiceAccountToken": False,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "client", "image": self.cluster.client_image, "imagePullPolicy": "IfNotPresent",
+                            "command": ["sleep", "infinity"]}],
+        }
+        if host_network:
+            spec["hostNetwork"] = True
+            spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": self.namespace,
+                             "labels": {RUN_LABEL: self.run_id, "proxysuite.io/role": "host-client" if host_network else "client"}},
+                "spec": spec}
+
+    def ensure_clients(self, specs: Iterable[tuple[str, bool]]) -> None:
+        """Create client pods for ``(node, host_network)`` pairs not created yet, then wait for all of them."""
+        created = []
+        for node, host in specs:
+            if (node, host) in self._clients:
+                continue
+            if host and hasattr(self.cluster, "node_vantage"):
+                continue  # the provider has its own node vantage
+            idx = self.node_names.index(node) + 1
+            name = f"{'host' if host else 'client'}-n{idx}"
+            self.core.create_namespaced_pod(self.namespace, self.client_pod_body(name, node, host))
+            self._clients[(node, host)] = name
+            created.append(name)
+            self.log("write", f"client pod {name} on {node}" + (" (hostNetwork)" if host else ""))
+        if not created:
+            return
+
+        def running():
+            for name in created:
+                p = self.core.read_namespaced_pod(name, self.namespace)
+                if p.status.phase != "Running" or not p.status.pod_ip:
+                    return False
+            return True
+
+        waits.wait_until(waits.PODS_READY, running, what=f"client pods {created} in {self.namespace} running", on_attempt=self._log_wait)
+
+    def pod_vantage(self, node: str):
+        key = f"pod@{node}"
+        if key not in self._vantages:
+            self.ensure_clients([(node, False)])
+            self._vantages[key] = self.cluster.pod_vantage(self.namespace, self._clients[(node, False)])
+        return self._vantages[key]
+
+    def node_vantage(self, node: str):
+        key = f"node@{node}"
+        if key not in self._vantages:
+            if hasattr(self.cluster, "node_vantage"):
+                self._vantages[key] = self.cluster.node_vantage(node)
+            else:
+                self.ensure_clients([(node, True)])
+                self._vantages[key] = self.cluster.pod_vantage(self.namespace, self._clients[(node, True)])
+        return self._vantages[key]
+
+    def external_vantage(self):
+        if "external" not in self._vantages:
+            v = self.cluster.external_vantage()
+            if v is None:
+                reason = self.cluster.features().reasons.get("external_client", "the cluster has no external client")
+                raise Unsupported(reason, "use a provider with an external client (local, kind)")
+            self._vantages["external"] = v
+        return self._vantages["external"]
+
+    def backend_vantage(self, pod: str):
+        return self.cluster.pod_vantage(self.namespace, pod)
+
+    # --- probing -----------------------------------------------------------------------------
+    def probe(self, vantage, target: Target, count: int = 10, ask: str = "both", timeout: float = 2.0,
+              interval: float = 0.0, source_port: int | None = None, label: str = "") -> list[Observation]:
+        req = ProbeRequest(target.host, target.port, target.proto, ask=ask, count=count, timeout=timeout,
+                           interval=interval, source_port=source_port, label=label)
+        try:
+            obs = vantage.run([req])
+        except ProbeError as exc:
+            self.log("probe", f"{vantage.name} -> {target} ({target.kind}) x{count}: probe could not run: {exc}")
+            raise
+        self.log("probe", f"{vantage.name} -> {target} ({target.kind}{'@' + target.node if target.node else ''}) "
+                          f"x{count} ask={ask}: {analysis.summary(obs)}", obs)
+        return obs
+
+    def wait_reachable(self, vantage, target: Target, what: str | None = None) -> None:
+        """Wait until one probe from ``vantage`` to ``target`` is answered (the proxy has programmed it)."""
+        def answered():
+            obs = vantage.run([ProbeRequest(target.host, target.port, target.proto, ask="hostname", count=1, timeout=1.0)])
+            return obs[0].outcome == OK
+
+        waits.wait_until(waits.PROXY_PROGRAMMED, answered,
+                         what=what or f"{target} ({target.kind}) answers from {vantage.name}", on_attempt=self._log_wait)
+
+    def wait_unreachable(self, vantage, target: Target, what: str | None = None) -> None:
+        """Wait until a probe from ``vantage`` to ``target`` is no longer answered."""
+        def gone():
+            obs = vantage.run([ProbeRequest(target.host, target.port, target.proto, ask="hostname", count=1, timeout=1.0)])
+            return obs[0].outcome != OK
+
+        waits.wait_until(waits.PROXY_PROGRAMMED, gone,
+                         what=what or f"{target} ({target.kind}) stops answering from {vantage.name}", on_attempt=self._log_wait)
+
+    def barrier(self, nodes: Sequence[str] | None = None) -> None:
+        """Prove every node's proxy has synced all earlier writes.
+
+        Creates a fresh ClusterIP Service over the ready backends *after* those
+        writes and waits until it answers from a client pod on each node. Proxies
+        apply changes in order, so when the barrier answers, every earlier
+        change (a no-endpoints Service, a removed port) is in the datapath too —
+        which is what lets a check trust a negative observation (REFUSED,
+        TIMEOUT) instead of racing the proxy.
+        """
+        name = f"barrier-{int(time.time() * 1000) % 10**8}"
+        svc = self.service(name, ports=[{"name": "http", "port": 80, "targetPort": HTTP_PORT, "protocol": "TCP"}])
+        try:
+            t = self.target(svc, "clusterip")
+            for node in nodes or self.node_names:
+                self.wait_reachable(self.pod_vantage(node), t, what=f"barrier {t} answers from {node} (proxy synced)")
+        finally:
+            try:
+                self.delete_service(name)
+                self.services.remove(name)
+            except Exception:  # noqa: BLE001 - the namespace goes anyway
+                pass
+
+    # --- all addresses -------------------------------------------------------------------------
+    def addresses(self, svc: dict | str, proto: str = "tcp", external: bool = False) -> tuple[list[Target], list[tuple[str, str]]]:
+        """Every address kind of ``svc`` (ClusterIP, NodePort on every node, LB ingress, externalIPs) and the skipped ones with reasons."""
+        if isinstance(svc, str):
+            svc = self.get_service(svc)
+        targets, skipped = [], []
+        kinds = [("clusterip", None)] + [("nodeport", n) for n in self.node_names] + [("lb", None), ("external-ip", None)]
+        for kind, node in kinds:
+            if kind == "clusterip" and external:
+                skipped.append((kind, "cluster IPs are only routed inside the cluster"))
+                continue
+            if kind == "clusterip" and svc["spec"].get("clusterIP") in (None, "None"):
+                skipped.append((kind, "headless service has no cluster IP"))
+                continue
+            try:
+                targets.append(self.target(svc, kind, proto, node=node))
+            except Unsupported as exc:
+                skipped.append((kind + (f"@{node}" if node else ""), exc.what))
+        return targets, skipped
+
+    def check_reachability(self, vantage, svc: dict | str, proto: str = "tcp", count: int = 3) -> dict[Target, list[Observation]]:
+        """Probe every address kind of ``svc`` from ``vantage`` (waiting for each to be programmed); log skipped kinds with why."""
+        targets, skipped = self.addresses(svc, proto, external=getattr(vantage, "kind", "") == "external")
+        for kind, why in skipped:
+            self.log("skip", f"{vantage.name}: {kind} not checked: {why}")
+        out = {}
+        for t in targets:
+            try:
+                self.wait_reachable(vantage, t)
+            except waits.WaitTimeout:
+                pass  # the observations below say what happened
+            out[t] = self.probe(vantage, t, count=count)
+        return out
+
+    # --- cleanup -----------------------------------------------------------------------------
+    def cleanup(self) -> list[str]:
+        """Delete what this jig created (idempotent); returns the failures, each logged, none hiding another."""
+        failures = []
+        for name in list(self.services):
+            try:
+                self.core.delete_namespaced_service(name, self.namespace)
+            except Exception as exc:  # noqa: BLE001
+                if getattr(exc, "status", None) != 404:
+                    failures.append(f"service {name}: {exc}")
+        for group in list(self.groups):
+            try:
+                self.apps.delete_namespaced_deployment(group, self.namespace, propagation_policy="Background")
+            except Exception as exc:  # noqa: BLE001
+                if getattr(exc, "status", None) != 404:
+                    failures.append(f"deployment {group}: {exc}")
+        for name in self._clients.values():
+            try:
+                self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+            except Exception as exc:  # noqa: BLE001
+                if getattr(exc, "status", None) != 404:
+                    failures.append(f"pod {name}: {exc}")
+        for f in failures:
+            self.log("note", f"cleanup failed: {f}")
+        return failures
