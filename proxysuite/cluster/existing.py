@@ -1,0 +1,209 @@
+"""The ``existing`` provider: run the suites against a cluster you already have.
+
+::
+
+    pytest --provider existing --kubeconfig ~/.kube/config --context prod-like -m conformance
+
+What it does to your cluster
+----------------------------
+* Reads: Nodes, ``kube-system`` ConfigMaps ``kube-proxy`` and ``cilium-config``,
+  and (when allowed) ``cilium-dbg status`` from a Cilium agent, to detect the
+  proxy mode (see :mod:`proxysuite.cluster.detect`).
+* Creates only namespaces labelled ``proxysuite.io/run-id=<run id>``: one per
+  test (by the pytest plugin) and ``proxysuite-<run id>`` for the hostNetwork
+  vantage pods (one per node, Pod Security level ``privileged``). ``down``
+  deletes the namespaces with this run's label and nothing else.
+* Never touches nodes, kube-proxy, Cilium or anything in ``kube-system``:
+  node exec, proxy restarts and the external client are unavailable, and the
+  checks that need them skip with the reason from :meth:`ExistingCluster.features`.
+
+The RBAC this needs is in ``clusters/existing/proxysuite-rbac.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from ..config import SuiteConfig, default_state_root
+from ..errors import ProbeError, SuiteError
+from .base import Features
+from .detect import Detection, detect
+from .remote import RUN_LABEL, Kubectl, KubectlCluster, ToolError, delete_run_namespaces, require_tool, run_tool
+
+Progress = Callable[[str], None]
+
+REACHABLE_TIMEOUT = 20
+"""Seconds for the apiserver to answer ``/readyz`` before the cluster counts as unreachable."""
+
+
+def _kubeconfig_path(config: SuiteConfig) -> str:
+    path = config.kubeconfig or os.path.expanduser("~/.kube/config")
+    if not os.path.exists(path):
+        raise SuiteError(f"kubeconfig {path} does not exist", "pass --kubeconfig PATH of the cluster to test (and --context NAME)")
+    return os.path.abspath(path)
+
+
+def check_prereqs(config: SuiteConfig) -> None:
+    """kubectl on PATH, a kubeconfig file, and an apiserver that answers."""
+    require_tool("kubectl")
+    path = _kubeconfig_path(config)
+    kubectl = Kubectl(path, config.context)
+    try:
+        kubectl.run("get", "--raw", "/readyz", timeout=REACHABLE_TIMEOUT)
+    except ToolError as exc:
+        where = f"context {config.context}" if config.context else "its current context"
+        raise SuiteError(f"the cluster in {path} ({where}) is not reachable: {exc}",
+                         "check --kubeconfig and --context, and that `kubectl get --raw /readyz` works") from None
+
+
+def _state_dir(config: SuiteConfig) -> Path:
+    return default_state_root() / "existing" / config.run_id
+
+
+def _session_kubeconfig(config: SuiteConfig, progress: Progress) -> str:
+    """A kubeconfig the whole session uses. With ``--context`` it is a flattened copy holding only that context,
+    so that the Python client (which reads the current context) talks to the same cluster as kubectl."""
+    path = _kubeconfig_path(config)
+    if not config.context:
+        return path
+    out = _state_dir(config) / "kubeconfig"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = run_tool(["kubectl", "--kubeconfig", path, "config", "view", "--minify", "--flatten", "--context", config.context])
+    out.write_text(proc.stdout)
+    out.chmod(0o600)
+    progress(f"context {config.context} of {path} → {out}")
+    return str(out)
+
+
+class ExistingCluster(KubectlCluster):
+    def __init__(self, config: SuiteConfig, kubeconfig: str, detection: Detection | None = None):
+        super().__init__(provider="existing", mode=config.mode, name=config.context or "existing", kubeconfig=kubeconfig,
+                         run_id=config.run_id)
+        self.detection = detection
+        self._features: Features | None = None
+
+    def features(self) -> Features:
+        if self._features is None:
+            reasons = {
+                "external_client": "the existing provider has no client outside the cluster (only kind and local start one); "
+                                   "run this check on --provider kind or local",
+                "node_exec": "the existing provider does not exec on your nodes (it would need privileged host access it does not ask for)",
+                "proxy_restart": "the existing provider never restarts the proxy of a cluster it does not own",
+                "load_balancer": "the existing provider does not assume a LoadBalancer implementation; "
+                                 "LoadBalancer checks run on --provider kind (cloud-provider-kind)",
+            }
+            dns = self.kubectl.run("get", "service", "-n", "kube-system", "kube-dns", "-o", "name", check=False).returncode == 0
+            if not dns:
+                reasons["cluster_dns"] = "no Service kube-system/kube-dns on this cluster"
+            self._features = Features(load_balancer=False, external_client=False, node_exec=False, proxy_restart=False,
+                                      cluster_dns=dns, udp=True, reasons=reasons)
+        return self._features
+
+    def proxy_logs(self, node: str, tail: int = 200) -> str:
+        selector = "k8s-app=cilium" if self.mode == "cilium" else "k8s-app=kube-proxy"
+        pod = self.kube_system_pod(node, selector)
+        if not pod:
+            return f"(no pod with {selector} on {node} in kube-system)"
+        proc = self.kubectl.run("logs", "-n", "kube-system", pod, f"--tail={tail}", "--all-containers", check=False)
+        return proc.stdout or proc.stderr
+
+
+def _get_configmap(kubectl: Kubectl) -> Callable[[str, str], dict | None]:
+    def get(namespace: str, name: str) -> dict | None:
+        proc = kubectl.run("get", "configmap", "-n", namespace, name, "-o", "json", check=False)
+        if proc.returncode != 0:
+            return None
+        return json.loads(proc.stdout)
+
+    return get
+
+
+def _cilium_status(kubectl: Kubectl) -> Callable[[], str | None]:
+    def status() -> str | None:
+        proc = kubectl.run("exec", "-n", "kube-system", "ds/cilium", "-c", "cilium-agent", "--", "cilium-dbg", "status", "--verbose",
+                           check=False, timeout=60)
+        return proc.stdout if proc.returncode == 0 and proc.stdout.strip() else None
+
+    return status
+
+
+def detect_cluster_mode(cluster: KubectlCluster, *, ask_kube_proxy: bool = True) -> Detection:
+    """Detect the proxy mode of ``cluster`` (``ask_kube_proxy`` starts a node vantage pod to GET /proxyMode)."""
+
+    def proxy_mode() -> tuple[str, str] | None:
+        node = cluster.nodes()[0].name
+        status, body = cluster.proxy_http(node, 10249, "/proxyMode")
+        if status != 200:
+            raise ProbeError(f"GET /proxyMode on {node} answered HTTP {status}")
+        return node, body
+
+    return detect(get_configmap=_get_configmap(cluster.kubectl), cilium_status=_cilium_status(cluster.kubectl),
+                  proxy_mode_answers=proxy_mode if ask_kube_proxy else None)
+
+
+def check_mode(config: SuiteConfig, detection: Detection, progress: Progress) -> None:
+    """The detected mode must be the mode under test: the expectations tables are chosen by it."""
+    if detection.mode is None:
+        progress(f"could not detect the proxy mode ({detection}); trusting --mode {config.mode}")
+        return
+    if config.mode == "custom":
+        progress(f"--mode custom: the cluster also shows {detection}; testing whatever proxy serves Services")
+        return
+    if detection.mode != config.mode:
+        raise SuiteError(f"the cluster's Service proxy is {detection} but --mode is {config.mode}",
+                         f"pass --mode {detection.mode} (the expectations depend on it)")
+
+
+def up(config: SuiteConfig, progress: Progress = lambda _m: None) -> ExistingCluster:
+    """Connect to the cluster, detect its proxy mode and check it is the mode under test. Creates nothing yet."""
+    check_prereqs(config)
+    kubeconfig = _session_kubeconfig(config, progress)
+    cluster = ExistingCluster(config, kubeconfig)
+    progress(f"existing cluster via {kubeconfig}: {len(cluster.nodes())} schedulable node(s)")
+    detection = detect_cluster_mode(cluster)
+    cluster.detection = detection
+    progress(f"proxy: {detection}")
+    check_mode(config, detection, progress)
+    return cluster
+
+
+def down(config: SuiteConfig, progress: Progress = lambda _m: None) -> None:
+    """Delete the namespaces this run created (label ``proxysuite.io/run-id=<run id>``); the cluster stays."""
+    path = config.kubeconfig or os.path.expanduser("~/.kube/config")
+    session = _state_dir(config) / "kubeconfig"
+    kubeconfig = str(session) if session.exists() else path
+    if not os.path.exists(kubeconfig) or not shutil.which("kubectl"):
+        return
+    names = delete_run_namespaces(Kubectl(kubeconfig, None if session.exists() else config.context), config.run_id, progress)
+    if names:
+        progress(f"deleted namespaces of run {config.run_id}: {', '.join(names)}")
+    if session.exists():
+        session.unlink()
+        try:
+            session.parent.rmdir()
+        except OSError:
+            pass
+
+
+def status(config: SuiteConfig) -> dict:
+    """Reachability, nodes, detected proxy and any namespaces left by proxysuite runs (by run id). Creates nothing."""
+    out: dict = {"provider": "existing", "kubeconfig": config.kubeconfig, "context": config.context}
+    try:
+        check_prereqs(config)
+    except SuiteError as exc:
+        return {**out, "reachable": False, "error": str(exc)}
+    kubectl = Kubectl(_kubeconfig_path(config), config.context)
+    cluster = ExistingCluster(config, kubectl.kubeconfig)
+    cluster.kubectl = kubectl
+    detection = detect_cluster_mode(cluster, ask_kube_proxy=False)
+    proc = kubectl.run("get", "namespaces", "-l", RUN_LABEL, "-o", "json", check=False)
+    leftovers: dict[str, list[str]] = {}
+    if proc.returncode == 0:
+        for item in json.loads(proc.stdout).get("items", []):
+            leftovers.setdefault(item["metadata"]["labels"].get(RUN_LABEL, "?"), []).append(item["metadata"]["name"])
+    return {**out, "reachable": True, "nodes": [n.name for n in cluster.nodes()], "mode": detection.mode,
+            "mode_source": detection.source, "mode_details": detection.details, "run_namespaces": leftovers}

@@ -1,0 +1,541 @@
+"""The ``kind`` provider: Kubernetes-in-Docker clusters in each proxy mode.
+
+::
+
+    proxysuite cluster up --provider kind --mode nftables        # or: pytest --provider kind --mode nftables
+    pytest --provider kind --mode cilium -m conformance           # PROXYSUITE_CILIUM_VARIANT=maglev|dsr for the others
+    pytest --provider kind --mode custom --proxy-manifest my-proxy.yaml
+
+What ``up`` does, in order (every command is printed through ``progress``):
+
+1. checks docker (CLI and a reachable engine), kind, kubectl, and helm for
+   ``--mode cilium``; IPVS needs the host kernel's IPVS (kind nodes share it);
+2. reuses the cluster named ``--cluster-name`` (default ``proxysuite-<mode>``)
+   when it exists and was made for the same mode, else renders
+   ``clusters/kind-configs/<mode>.yaml`` (node image for ``--k8s-version``,
+   ``--nodes`` workers) and runs ``kind create cluster``; a cluster it
+   created and could not finish is deleted again (unless ``--keep-cluster``);
+3. ``--mode cilium``: ``helm upgrade --install`` Cilium from
+   ``cilium-values/default.yaml`` plus the variant overlay, waits for the
+   DaemonSet and checks ``cilium-dbg status`` reports KubeProxyReplacement;
+   ``--mode custom``: ``kubectl apply`` of ``--proxy-manifest`` and a rollout
+   wait on each DaemonSet it defines;
+4. waits for every node Ready and for kube-proxy/CoreDNS to roll out;
+5. starts **cloud-provider-kind** (one shared container on the ``kind``
+   network, ``proxysuite-cloud-provider-kind``) so LoadBalancer Services get
+   an address on the kind network; MetalLB is not used;
+6. starts the **external client**: a python3 container on the ``kind``
+   network, started with testcontainers so its Ryuk reaper removes it even if
+   the test process is killed.
+
+Vantages are client pods and hostNetwork pods reached by ``kubectl exec``
+(:mod:`.remote`), and the external container reached by ``docker exec``;
+``node_exec`` is ``docker exec <node container>``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .. import images
+from ..config import SuiteConfig, default_state_root
+from ..errors import ProbeError, SuiteError
+from ..modes import require_ipvs_kernel
+from ..probes.engine import Observation, ProbeRequest
+from .base import Features, Vantage
+from .detect import cilium_from_status
+from .remote import (ROLE_LABEL, RUN_LABEL, KubectlCluster, ToolError, exec_budget, exec_engine, parse_observations,
+                     require_tool, run_tool)
+
+Progress = Callable[[str], None]
+
+KIND_NETWORK = "kind"
+CLUSTER_LABEL = "proxysuite.io/kind-cluster"
+CLOUD_PROVIDER_CONTAINER = "proxysuite-cloud-provider-kind"
+CILIUM_VARIANTS = ("default", "maglev", "dsr")
+
+CREATE_TIMEOUT = 900
+"""Seconds for ``kind create cluster``: pulling the node image the first time is what lags."""
+NODES_READY_TIMEOUT = 300
+"""Seconds for every node to turn Ready after creation (the CNI must start first)."""
+ROLLOUT_TIMEOUT = 300
+"""Seconds for kube-proxy, CoreDNS or a custom proxy DaemonSet to finish rolling out."""
+CILIUM_INSTALL_TIMEOUT = 600
+"""Seconds for ``helm --wait`` on Cilium: image pulls of agent, operator and envoy on each node."""
+PROXY_RESTART_TIMEOUT = 120
+"""Seconds for a deleted proxy pod to be replaced by a Ready one on the same node."""
+
+
+# --- files --------------------------------------------------------------------------------------
+
+def configs_dir() -> Path:
+    """``clusters/kind-configs`` of the source tree, or ``PROXYSUITE_KIND_CONFIGS``."""
+    env = os.environ.get("PROXYSUITE_KIND_CONFIGS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "clusters" / "kind-configs"
+
+
+def source_config(mode: str) -> Path:
+    path = configs_dir() / f"{mode}.yaml"
+    if not path.exists():
+        raise SuiteError(f"kind config {path} is missing", "run from a proxysuite source checkout, or set PROXYSUITE_KIND_CONFIGS to its clusters/kind-configs")
+    return path
+
+
+def cilium_variant() -> str:
+    return os.environ.get("PROXYSUITE_CILIUM_VARIANT", "default")
+
+
+def cilium_values_files(variant: str | None = None) -> list[Path]:
+    """``default.yaml`` plus the variant overlay; a variant may also be the path of your own overlay."""
+    variant = variant or cilium_variant()
+    base = configs_dir() / "cilium-values"
+    files = [base / "default.yaml"]
+    if variant in CILIUM_VARIANTS:
+        if variant != "default":
+            files.append(base / f"{variant}.yaml")
+    elif os.path.exists(variant):
+        files.append(Path(variant).resolve())
+    else:
+        raise SuiteError(f"unknown Cilium variant {variant!r}", f"set PROXYSUITE_CILIUM_VARIANT to one of {', '.join(CILIUM_VARIANTS)} or to a Helm values file")
+    return files
+
+
+def state_dir(config: SuiteConfig) -> Path:
+    return default_state_root() / "kind" / config.name
+
+
+def _minor_tuple(version: str | None) -> tuple[int, int] | None:
+    if not version:
+        return None
+    minor = images.k8s_minor(version)
+    major, _, mn = minor.partition(".")
+    return int(major), int(mn)
+
+
+def render_config(config: SuiteConfig, node_image: str) -> dict:
+    """The kind Cluster object for this run: the mode's file, ``--nodes`` workers, one node image everywhere."""
+    with open(source_config(config.mode), encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh)
+    doc = copy.deepcopy(doc)
+    doc["name"] = config.name
+    nodes = doc.get("nodes") or [{"role": "control-plane"}]
+    control = [n for n in nodes if n.get("role", "control-plane") == "control-plane"]
+    workers = [n for n in nodes if n.get("role") == "worker"]
+    template = workers[0] if workers else {"role": "worker"}
+    doc["nodes"] = control + [copy.deepcopy(template) for _ in range(config.nodes)]
+    for node in doc["nodes"]:
+        node["image"] = node_image
+    version = _minor_tuple(images.image_version(node_image))
+    gates = doc.get("featureGates") or {}
+    if "KubeProxyIPVS" in gates and version is not None and version < (1, 37):
+        # The gate only exists from 1.37; older components refuse unknown gates.
+        del gates["KubeProxyIPVS"]
+    if gates:
+        doc["featureGates"] = gates
+    else:
+        doc.pop("featureGates", None)
+    return doc
+
+
+# --- prerequisites ------------------------------------------------------------------------------
+
+def docker_engine_version() -> str:
+    """The engine's version, or SuiteError when the CLI cannot reach an engine."""
+    try:
+        proc = run_tool(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=30)
+    except ToolError as exc:
+        raise SuiteError(f"the Docker engine is not reachable ({exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc})",
+                         "start the Docker engine (or set DOCKER_HOST to one); kind runs its nodes as containers") from None
+    version = proc.stdout.strip()
+    if not version:
+        raise SuiteError("the Docker engine did not report a version", "check `docker info`; kind needs a running engine")
+    return version
+
+
+def check_prereqs(config: SuiteConfig) -> None:
+    """docker (CLI + engine), kind, kubectl, helm for Cilium; the kernel for IPVS; a manifest for custom."""
+    for tool in ("docker", "kind", "kubectl"):
+        require_tool(tool)
+    if config.mode == "cilium":
+        require_tool("helm")
+    if config.mode == "custom":
+        if not config.proxy_manifest:
+            raise SuiteError("--mode custom on kind needs your proxy's manifest", "pass --proxy-manifest PATH (a DaemonSet YAML)")
+        if not os.path.exists(config.proxy_manifest):
+            raise SuiteError(f"proxy manifest {config.proxy_manifest} does not exist", "pass --proxy-manifest PATH of an existing YAML file")
+    elif config.proxy_manifest:
+        raise SuiteError("--proxy-manifest installs a proxy in place of kube-proxy, so it only goes with --mode custom", "add --mode custom")
+    if config.mode == "cilium":
+        cilium_values_files()
+    if config.mode == "ipvs":
+        require_ipvs_kernel()
+    docker_engine_version()
+
+
+# --- cluster lifecycle ---------------------------------------------------------------------------
+
+def existing_clusters() -> list[str]:
+    return [line.strip() for line in run_tool(["kind", "get", "clusters"]).stdout.splitlines() if line.strip()]
+
+
+def _record_path(config: SuiteConfig) -> Path:
+    return state_dir(config) / "cluster.json"
+
+
+def _read_record(config: SuiteConfig) -> dict | None:
+    try:
+        return json.loads(_record_path(config).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _kubectl(kubeconfig: str, *args: str) -> list[str]:
+    return ["kubectl", "--kubeconfig", kubeconfig, *args]
+
+
+def _say(progress: Progress, argv: list[str]) -> None:
+    progress("$ " + " ".join(argv))
+
+
+def _run(progress: Progress, argv: list[str], timeout: float, input: str | None = None) -> str:
+    _say(progress, argv)
+    return run_tool(argv, timeout=timeout, input=input).stdout
+
+
+def manifest_daemonsets(path: str) -> list[tuple[str, str, dict]]:
+    """(namespace, name, selector matchLabels) of each DaemonSet in a proxy manifest."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for doc in yaml.safe_load_all(fh):
+            if isinstance(doc, dict) and doc.get("kind") == "DaemonSet":
+                meta = doc.get("metadata", {})
+                labels = (doc.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+                out.append((meta.get("namespace", "default"), meta["name"], labels))
+    return out
+
+
+def install_cilium(config: SuiteConfig, kubeconfig: str, progress: Progress) -> dict:
+    """helm install Cilium from the values files, wait for it, and return the agent's KubeProxyReplacement facts."""
+    argv = ["helm", "upgrade", "--install", "cilium", "cilium", "--repo", images.CILIUM_CHART_REPO,
+            "--version", images.cilium_version(), "--namespace", "kube-system", "--kubeconfig", kubeconfig]
+    for f in cilium_values_files():
+        argv += ["--values", str(f)]
+    argv += ["--set", f"k8sServiceHost={config.name}-control-plane", "--set", "k8sServicePort=6443",
+             "--wait", "--timeout", f"{CILIUM_INSTALL_TIMEOUT}s"]
+    _run(progress, argv, CILIUM_INSTALL_TIMEOUT + 60)
+    _run(progress, _kubectl(kubeconfig, "-n", "kube-system", "rollout", "status", "daemonset/cilium", f"--timeout={ROLLOUT_TIMEOUT}s"),
+         ROLLOUT_TIMEOUT + 30)
+    status = _run(progress, _kubectl(kubeconfig, "-n", "kube-system", "exec", "daemonset/cilium", "-c", "cilium-agent", "--",
+                                     "cilium-dbg", "status", "--verbose"), 120)
+    facts = cilium_from_status(status)
+    if not facts.get("kpr"):
+        raise SuiteError("Cilium came up without kube-proxy replacement (cilium-dbg status: KubeProxyReplacement is not True)",
+                         "check the values files in clusters/kind-configs/cilium-values (kubeProxyReplacement: true)")
+    progress("cilium: " + ", ".join(f"{k}={v}" for k, v in sorted(facts.items())))
+    return facts
+
+
+def apply_proxy_manifest(config: SuiteConfig, kubeconfig: str, progress: Progress) -> None:
+    _run(progress, _kubectl(kubeconfig, "apply", "-f", os.path.abspath(config.proxy_manifest)), 120)
+    daemonsets = manifest_daemonsets(config.proxy_manifest)
+    if not daemonsets:
+        progress(f"{config.proxy_manifest} defines no DaemonSet; not waiting for a rollout")
+    for ns, name, _labels in daemonsets:
+        _run(progress, _kubectl(kubeconfig, "-n", ns, "rollout", "status", f"daemonset/{name}", f"--timeout={ROLLOUT_TIMEOUT}s"),
+             ROLLOUT_TIMEOUT + 30)
+
+
+def wait_ready(config: SuiteConfig, kubeconfig: str, progress: Progress) -> None:
+    _run(progress, _kubectl(kubeconfig, "wait", "--for=condition=Ready", "nodes", "--all", f"--timeout={NODES_READY_TIMEOUT}s"),
+         NODES_READY_TIMEOUT + 30)
+    if config.mode in ("iptables", "nftables", "ipvs"):
+        _run(progress, _kubectl(kubeconfig, "-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", f"--timeout={ROLLOUT_TIMEOUT}s"),
+             ROLLOUT_TIMEOUT + 30)
+    _run(progress, _kubectl(kubeconfig, "-n", "kube-system", "rollout", "status", "deployment/coredns", f"--timeout={ROLLOUT_TIMEOUT}s"),
+         ROLLOUT_TIMEOUT + 30)
+
+
+def create(config: SuiteConfig, progress: Progress) -> str:
+    """Create the cluster and bring its proxy up; return the kubeconfig path. Deletes it again on failure."""
+    sd = state_dir(config)
+    sd.mkdir(parents=True, exist_ok=True)
+    kubeconfig = str(sd / "kubeconfig")
+    node_image = images.kind_node_image(config.k8s_version)
+    image_version = images.image_version(node_image)
+    if image_version and image_version != config.k8s_version:
+        progress(f"kind {images.KIND_VERSION} has no {config.k8s_version} node image; using {image_version} ({node_image})")
+    cfg_path = sd / "kind-config.yaml"
+    cfg_path.write_text(yaml.safe_dump(render_config(config, node_image), sort_keys=False))
+    try:
+        _run(progress, ["kind", "create", "cluster", "--name", config.name, "--config", str(cfg_path), "--kubeconfig", kubeconfig],
+             CREATE_TIMEOUT)
+        record = {"name": config.name, "mode": config.mode, "node_image": node_image, "created_by": "proxysuite"}
+        if config.mode == "cilium":
+            record["cilium_variant"] = cilium_variant()
+            record["cilium_version"] = images.cilium_version()
+            record["cilium"] = install_cilium(config, kubeconfig, progress)
+        if config.mode == "custom":
+            record["proxy_manifest"] = os.path.abspath(config.proxy_manifest)
+            apply_proxy_manifest(config, kubeconfig, progress)
+        wait_ready(config, kubeconfig, progress)
+        _record_path(config).write_text(json.dumps(record, indent=2))
+    except BaseException as exc:
+        if config.keep_cluster:
+            progress(f"bring-up failed; keeping cluster {config.name} for inspection (--keep-cluster); remove it with: kind delete cluster --name {config.name}")
+        else:
+            progress(f"bring-up failed; deleting the half-made cluster {config.name}")
+            try:
+                run_tool(["kind", "delete", "cluster", "--name", config.name], timeout=300)
+            except ProbeError as del_exc:
+                progress(f"could not delete {config.name}: {del_exc}")
+        if isinstance(exc, ProbeError):
+            raise SuiteError(f"kind cluster {config.name} ({config.mode}) could not be brought up: {exc}",
+                             "read the command output above; rerun with --keep-cluster and inspect it with "
+                             f"kind export logs --name {config.name}") from None
+        raise
+    return kubeconfig
+
+
+def reuse(config: SuiteConfig, progress: Progress) -> str:
+    record = _read_record(config)
+    if record and record.get("mode") != config.mode:
+        raise SuiteError(f"kind cluster {config.name} exists but runs --mode {record.get('mode')}, not {config.mode}",
+                         f"delete it (proxysuite cluster down --provider kind --cluster-name {config.name}) or pick another --cluster-name")
+    if record and config.mode == "cilium" and record.get("cilium_variant") != cilium_variant():
+        raise SuiteError(f"kind cluster {config.name} runs Cilium variant {record.get('cilium_variant')}, not {cilium_variant()}",
+                         f"delete it (proxysuite cluster down --provider kind --cluster-name {config.name}) or pick another --cluster-name")
+    sd = state_dir(config)
+    sd.mkdir(parents=True, exist_ok=True)
+    kubeconfig = str(sd / "kubeconfig")
+    progress(f"reusing kind cluster {config.name}")
+    _run(progress, ["kind", "export", "kubeconfig", "--name", config.name, "--kubeconfig", kubeconfig], 60)
+    if record is None:
+        progress(f"kind cluster {config.name} was not made by proxysuite; its proxy mode will be detected")
+    return kubeconfig
+
+
+# --- side containers ------------------------------------------------------------------------------
+
+def cloud_provider_argv() -> list[str]:
+    return ["docker", "run", "-d", "--name", CLOUD_PROVIDER_CONTAINER, "--network", KIND_NETWORK, "--restart", "unless-stopped",
+            "--label", f"{ROLE_LABEL}=cloud-provider-kind",
+            "-v", "/var/run/docker.sock:/var/run/docker.sock", images.cloud_provider_kind_image()]
+
+
+def ensure_cloud_provider(progress: Progress) -> None:
+    """Start the shared cloud-provider-kind container unless it already runs (it serves every kind cluster)."""
+    running = run_tool(["docker", "ps", "-q", "--filter", f"name=^{CLOUD_PROVIDER_CONTAINER}$"]).stdout.strip()
+    if running:
+        return
+    run_tool(["docker", "rm", "-f", CLOUD_PROVIDER_CONTAINER], check=False)
+    _run(progress, cloud_provider_argv(), 300)
+
+
+def external_client_spec(config: SuiteConfig) -> dict:
+    """What the external client container is: image, name, command, network and labels."""
+    return {
+        "image": images.client_image(),
+        "name": f"proxysuite-ext-{config.name}-{config.run_id}-{os.getpid()}",
+        "command": ["python3", "-c", "import signal,sys; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); signal.pause()"],
+        "network": KIND_NETWORK,
+        "labels": {RUN_LABEL: config.run_id, CLUSTER_LABEL: config.name, ROLE_LABEL: "external-client"},
+    }
+
+
+def start_external_client(spec: dict):
+    """Start the container with testcontainers (Ryuk reaps it when this process dies); return (container, id, ip)."""
+    from testcontainers.core.container import DockerContainer
+
+    container = (DockerContainer(spec["image"]).with_name(spec["name"]).with_command(spec["command"])
+                 .with_kwargs(network=spec["network"], labels=spec["labels"]))
+    container.start()
+    wrapped = container.get_wrapped_container()
+    wrapped.reload()
+    ip = wrapped.attrs["NetworkSettings"]["Networks"][spec["network"]]["IPAddress"]
+    return container, wrapped.id, ip
+
+
+# --- the cluster ----------------------------------------------------------------------------------
+
+class KindCluster(KubectlCluster):
+    def __init__(self, config: SuiteConfig, kubeconfig: str):
+        super().__init__(provider="kind", mode=config.mode, name=config.name, kubeconfig=kubeconfig, run_id=config.run_id)
+        self.config = config
+        self.reasons: dict[str, str] = {}
+        self.load_balancer = False
+        self._external = None
+        self._external_id: str | None = None
+        self._external_ip: str | None = None
+
+    # --- side containers ---------------------------------------------------------------------------
+    def start_side_containers(self, progress: Progress) -> None:
+        try:
+            ensure_cloud_provider(progress)
+            self.load_balancer = True
+        except (ProbeError, SuiteError) as exc:
+            self.reasons["load_balancer"] = f"cloud-provider-kind did not start: {exc}"
+            progress(self.reasons["load_balancer"])
+        spec = external_client_spec(self.config)
+        try:
+            progress(f"starting external client {spec['name']} ({spec['image']}) on network {spec['network']} via testcontainers")
+            self._external, self._external_id, self._external_ip = start_external_client(spec)
+        except Exception as exc:  # noqa: BLE001 - docker SDK errors come in many types; each means "no external client"
+            self.reasons["external_client"] = f"the external client container did not start: {type(exc).__name__}: {exc}"
+            progress(self.reasons["external_client"])
+
+    def features(self) -> Features:
+        reasons = dict(self.reasons)
+        restart = True
+        if self.mode == "custom" and not self._proxy_selector()[1]:
+            restart = False
+            reasons["proxy_restart"] = "the --proxy-manifest defines no DaemonSet with a selector, so its pods cannot be found to restart"
+        return Features(load_balancer=self.load_balancer, external_client=self._external_id is not None, node_exec=True,
+                        proxy_restart=restart, cluster_dns=True, udp=True, reasons=reasons)
+
+    def external_vantage(self) -> Vantage | None:
+        if self._external_id is None:
+            return None
+        prefix = ["docker", "exec", self._external_id]
+
+        def runner(requests: list[ProbeRequest]) -> list[Observation]:
+            from dataclasses import asdict
+
+            out = exec_engine(prefix, [asdict(r) for r in requests], exec_budget(requests), "the external client container")
+            return parse_observations(out)
+
+        return Vantage(name="external", kind="external", node=None, source_ip=self._external_ip or "", runner=runner)
+
+    # --- nodes and the proxy -------------------------------------------------------------------------
+    def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
+        return run_tool(["docker", "exec", node, *argv], timeout=timeout).stdout
+
+    def _proxy_selector(self) -> tuple[str, str]:
+        """(namespace, label selector) of the proxy's pods."""
+        if self.mode == "cilium":
+            return "kube-system", "k8s-app=cilium"
+        if self.mode == "custom":
+            if self.config.proxy_manifest and os.path.exists(self.config.proxy_manifest):
+                for ns, _name, labels in manifest_daemonsets(self.config.proxy_manifest):
+                    if labels:
+                        return ns, ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            return "kube-system", ""
+        return "kube-system", "k8s-app=kube-proxy"
+
+    def _proxy_pod(self, node: str) -> tuple[str, str | None]:
+        ns, selector = self._proxy_selector()
+        if not selector:
+            return ns, None
+        proc = self.kubectl.run("get", "pods", "-n", ns, "-l", selector, "--field-selector", f"spec.nodeName={node}", "-o", "name",
+                                check=False)
+        names = [line.split("/", 1)[-1] for line in proc.stdout.split()]
+        return ns, (names[0] if names else None)
+
+    def proxy_logs(self, node: str, tail: int = 200) -> str:
+        ns, pod = self._proxy_pod(node)
+        if not pod:
+            return f"(no proxy pod found on {node})"
+        proc = self.kubectl.run("logs", "-n", ns, pod, f"--tail={tail}", "--all-containers", check=False)
+        return proc.stdout or proc.stderr
+
+    def restart_proxy(self, node: str) -> None:
+        """Delete the proxy pod on ``node`` and wait until its DaemonSet has a Ready replacement there."""
+        ns, old = self._proxy_pod(node)
+        if not old:
+            raise ProbeError(f"no proxy pod on {node} to restart")
+        self.kubectl.run("delete", "pod", "-n", ns, old, "--wait=false")
+
+        def replaced() -> bool:
+            cur_ns, cur = self._proxy_pod(node)
+            if not cur or cur == old:
+                return False
+            proc = self.kubectl.run("get", "pod", "-n", cur_ns, cur, "-o",
+                                    "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+            return proc.stdout.strip() == "True"
+
+        self.wait_deadline(f"a Ready proxy pod replacing {ns}/{old} on {node}", PROXY_RESTART_TIMEOUT, replaced)
+
+    def proxy_rules(self, node: str) -> str:
+        if self.mode == "cilium":
+            ns, pod = self._proxy_pod(node)
+            if not pod:
+                return f"(no cilium agent on {node})"
+            return self.kubectl.run("exec", "-n", ns, pod, "-c", "cilium-agent", "--", "cilium-dbg", "service", "list",
+                                    check=False).stdout
+        if self.mode == "ipvs":
+            rules = self.node_exec(node, ["iptables-save"])
+            ipvs = run_tool(["docker", "exec", node, "ipvsadm", "-Ln"], check=False)
+            return rules + "\n# ipvsadm -Ln\n" + (ipvs.stdout or ipvs.stderr)
+        return super().proxy_rules(node)
+
+    def close(self) -> None:
+        if self._external is not None:
+            try:
+                self._external.stop()
+            except Exception:  # noqa: BLE001 - Ryuk removes it anyway when the process exits
+                pass
+            self._external = None
+            self._external_id = None
+
+
+def up(config: SuiteConfig, progress: Progress = lambda _m: None) -> KindCluster:
+    """Create (or reuse) the kind cluster for ``config`` and start its side containers."""
+    check_prereqs(config)
+    if config.name in existing_clusters():
+        kubeconfig = reuse(config, progress)
+        cluster = KindCluster(config, kubeconfig)
+        if _read_record(config) is None:
+            from .existing import check_mode, detect_cluster_mode
+
+            detection = detect_cluster_mode(cluster)
+            progress(f"proxy: {detection}")
+            check_mode(config, detection, progress)
+    else:
+        kubeconfig = create(config, progress)
+        cluster = KindCluster(config, kubeconfig)
+    cluster.start_side_containers(progress)
+    return cluster
+
+
+def down(config: SuiteConfig, progress: Progress = lambda _m: None) -> None:
+    """Delete the cluster, this cluster's leftover side containers, and cloud-provider-kind once no kind cluster is left."""
+    for tool in ("docker", "kind"):
+        require_tool(tool)
+    if config.name in existing_clusters():
+        _run(progress, ["kind", "delete", "cluster", "--name", config.name], 300)
+    leftovers = run_tool(["docker", "ps", "-aq", "--filter", f"label={CLUSTER_LABEL}={config.name}"], check=False).stdout.split()
+    if leftovers:
+        _run(progress, ["docker", "rm", "-f", *leftovers], 120)
+    if not existing_clusters():
+        if run_tool(["docker", "ps", "-aq", "--filter", f"name=^{CLOUD_PROVIDER_CONTAINER}$"], check=False).stdout.strip():
+            _run(progress, ["docker", "rm", "-f", CLOUD_PROVIDER_CONTAINER], 120)
+    shutil.rmtree(state_dir(config), ignore_errors=True)
+
+
+def status(config: SuiteConfig) -> dict:
+    """Whether the cluster exists, its nodes, what proxysuite recorded at creation, and the side containers."""
+    out: dict = {"provider": "kind", "name": config.name, "state_dir": str(state_dir(config))}
+    try:
+        for tool in ("docker", "kind"):
+            require_tool(tool)
+        docker_engine_version()
+    except SuiteError as exc:
+        return {**out, "exists": False, "error": str(exc)}
+    exists = config.name in existing_clusters()
+    out["exists"] = exists
+    if exists:
+        out["nodes"] = run_tool(["kind", "get", "nodes", "--name", config.name]).stdout.split()
+        out["kubeconfig"] = str(state_dir(config) / "kubeconfig")
+    out["record"] = _read_record(config)
+    out["cloud_provider_kind"] = bool(run_tool(["docker", "ps", "-q", "--filter", f"name=^{CLOUD_PROVIDER_CONTAINER}$"],
+                                               check=False).stdout.strip())
+    return out
+
