@@ -72,7 +72,7 @@ class ImageRef:
     """False when the reference lacks a tag the suite can know offline (printed as a comment)."""
 
     def __str__(self) -> str:
-        return self.ref
+        return self.ref if self.pullable else f"# {self.ref}:<tag pinned by the chart> ({self.purpose})"
 
 
 def _env(name: str, default: str) -> str:
@@ -169,8 +169,21 @@ def manifest_images(path: str) -> list[ImageRef]:
     return [i for i in found if not (i.ref in seen or seen.add(i.ref))]
 
 
-def images_for(provider: str, mode: str, k8s_version: str = "v1.37.2", proxy_manifest: str | None = None) -> list[ImageRef]:
-    """Every image a run of ``provider``/``mode`` pulls, in pull order."""
+ALL_MODES = ("iptables", "ipvs", "nftables", "cilium", "custom")
+
+
+def images_for(mode: str | None = None, provider: str = "kind", k8s_version: str = "v1.37.2",
+               proxy_manifest: str | None = None) -> list[ImageRef]:
+    """Every image a run of ``provider``/``mode`` pulls, in pull order; ``mode=None`` is every mode (no duplicates).
+
+    ``str()`` of each entry is the pullable reference, so ``for ref in images_for(mode): print(ref)`` lists them.
+    """
+    if mode is None:
+        seen: dict[str, ImageRef] = {}
+        for m in ALL_MODES:
+            for ref in images_for(m, provider, k8s_version, proxy_manifest):
+                seen.setdefault(ref.ref, ref)
+        return [r for r in seen.values() if r.pullable]
     if provider == "local":
         return []  # the local provider builds its components from source and runs no containers
     out = [
@@ -192,16 +205,22 @@ def images_for(provider: str, mode: str, k8s_version: str = "v1.37.2", proxy_man
     return out
 
 
-def format_images(provider: str, mode: str, k8s_version: str = "v1.37.2", proxy_manifest: str | None = None) -> str:
+def format_images(mode: str | None = None, provider: str = "kind", k8s_version: str = "v1.37.2",
+                  proxy_manifest: str | None = None) -> str:
     """The text ``proxysuite images`` prints: each reference on its own line after a ``# purpose`` comment,
     so ``proxysuite images … | grep -v '^#' | xargs -n1 docker pull`` preloads them."""
-    refs = images_for(provider, mode, k8s_version, proxy_manifest)
+    refs = images_for(mode, provider, k8s_version, proxy_manifest)
+    if mode is None:
+        refs = [r for m in ALL_MODES for r in images_for(m, provider, k8s_version, proxy_manifest)]
+        refs = list({r.ref: r for r in refs}.values())
     if not refs:
         return f"# the {provider} provider pulls no images"
-    lines = [f"# images for --provider {provider} --mode {mode}"]
+    lines = [f"# images for --provider {provider}" + (f" --mode {mode}" if mode else " (every mode)")]
     for r in refs:
         lines.append(f"# {r.purpose}")
         lines.append(r.ref if r.pullable else f"# {r.ref}:<tag from the chart>")
-    if mode == "custom" and provider == "kind" and not proxy_manifest:
+    if mode in (None, "custom") and provider == "kind" and not proxy_manifest:
         lines.append("# plus the images your --proxy-manifest names (pass it to list them)")
+    if provider == "kind":
+        lines.append("# preload into a kind cluster: kind load docker-image --name CLUSTER IMAGE")
     return "\n".join(lines)
