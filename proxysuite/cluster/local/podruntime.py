@@ -189,14 +189,22 @@ class IPAM:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, self.path)
 
-    def allocate(self, uid: str) -> str:
-        """The pod's IP; the same one again if it already has one."""
+    def allocate(self, uid: str, prefer: str | None = None) -> str:
+        """The pod's IP; the same one again if it already has one.
+
+        ``prefer`` (the podIP the API already shows, e.g. after the agent lost its state) is taken
+        if it is free: a pod's IP must not change under the endpoints that already point at it.
+        """
         with self.lock:
             data = self._load()
             if uid in data["allocations"]:
                 return data["allocations"][uid]
             used = set(data["allocations"].values())
             hosts = [str(h) for h in self.net.hosts() if str(h) != self.gateway]
+            if prefer in hosts and prefer not in used:
+                data["allocations"][uid] = prefer
+                self._save(data)
+                return prefer
             start = hosts.index(data["last"]) + 1 if data.get("last") in hosts else 0
             for ip in hosts[start:] + hosts[:start]:
                 if ip not in used:
@@ -226,6 +234,8 @@ def setup_pod_network(node_netns: str, pod_netns: str, veth: str, peer_tmp: str,
     Idempotent for a retry after a half-done setup: a leftover netns or veth of the same pod is
     removed first (both names derive from the pod UID, so they cannot belong to anyone else).
     """
+    if not netns_exists(node_netns):
+        raise RuntimeError(f"node netns {node_netns} does not exist")
     if netns_exists(pod_netns):
         teardown_pod_network(node_netns, pod_netns, veth)
     pr_netns.create(pod_netns)
@@ -634,8 +644,9 @@ class Prober(threading.Thread):
     """
 
     def __init__(self, kind: str, spec: ProbeSpec, ctx_fn: Callable[[], HandlerContext], started_at: float,
-                 on_change: Callable[["Prober"], None]):
-        super().__init__(name=f"probe-{kind}", daemon=True)
+                 on_change: Callable[["Prober"], None], label: str = ""):
+        super().__init__(name=f"probe-{kind}-{label}", daemon=True)
+        self.label = label
         self.kind, self.spec, self.ctx_fn, self.started_at, self.on_change = kind, spec, ctx_fn, started_at, on_change
         self.result = kind == "liveness"
         self.last_message = ""
@@ -663,7 +674,7 @@ class Prober(threading.Thread):
                 flip = self.result and self._failures >= self.spec.failure_threshold
                 # Readiness/startup start as failure; a failed first probe is not a change but is worth logging.
                 if self._failures == 1:
-                    log.info("%s probe failed: %s", self.kind, msg)
+                    log.info("%s: %s probe failed: %s", self.label, self.kind, msg)
             if flip:
                 self.result = ok
                 self.on_change(self)
@@ -766,6 +777,9 @@ class PodWorker:
         self.grace_deadline: float | None = None
         self.finished = False
         self.sandbox_error = ""
+        self.reported_ip: str | None = None
+        self._sandbox_backoff = 0.0
+        self._sandbox_retry_at = 0.0
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -876,13 +890,19 @@ class PodWorker:
             self.sandbox_ready = True
         elif not self.terminating:
             try:
-                self.pod_ip = self.env.ipam.allocate(self.uid)
+                self.pod_ip = self.env.ipam.allocate(self.uid, prefer=(self.pod.get("status") or {}).get("podIP"))
                 setup_pod_network(self.env.node_netns, self.netns, self.veth, _peer_tmp_name(self.uid),
                                   self.pod_ip, self.env.ipam.gateway)
                 self.sandbox_ready = True
-            except Exception as exc:  # noqa: BLE001 - becomes the pod's waiting message; retried on the next step
-                self.sandbox_error = f"failed to create pod sandbox: {exc}"
-                log.warning("pod %s: %s", self.key, self.sandbox_error)
+            except Exception as exc:  # noqa: BLE001 - becomes the pod's waiting message; retried with back-off
+                error = f"failed to create pod sandbox: {exc}"
+                if error != self.sandbox_error:
+                    log.warning("pod %s: %s", self.key, error)
+                self.sandbox_error = error
+                self._sandbox_backoff = min(max(self._sandbox_backoff * 2, 1.0), 30.0)
+                self._sandbox_retry_at = time.monotonic() + self._sandbox_backoff
+            else:
+                self.sandbox_error = ""
         if saved and self.sandbox_ready:
             for c in self.init + self.containers:
                 info = (saved.get("containers") or {}).get(c.name)
@@ -913,8 +933,7 @@ class PodWorker:
             self._step_terminating()
             return
         if not self.sandbox_ready:
-            if self.sandbox_error:
-                self.sandbox_error = ""
+            if self.sandbox_error and time.monotonic() >= self._sandbox_retry_at:
                 self._prepare()
             return
         if not self.init_done:
@@ -1027,7 +1046,7 @@ class PodWorker:
             spec = c.spec.get(f"{kind}Probe")
             if spec:
                 c.probers[kind] = Prober(kind, ProbeSpec.parse(spec), lambda c=c: self._ctx(c), c.started_mono,
-                                         lambda p, c=c: self._on_probe(c, p))
+                                         lambda p, c=c: self._on_probe(c, p), label=f"{self.key}/{c.name}")
         if "startup" in c.probers:
             c.probers["startup"].start()
         else:
@@ -1248,20 +1267,23 @@ class PodWorker:
             ]
             if "PodScheduled" in api_conds:
                 conditions.insert(0, api_conds["PodScheduled"])
-            status = {"phase": phase, "hostIP": self.env.node_ip, "hostIPs": [{"ip": self.env.node_ip}],
+            status = {"phase": phase, "hostIP": self.env.node_ip, "hostIPs": [{"$patch": "replace"}, {"ip": self.env.node_ip}],
                       "startTime": self.start_time, "conditions": conditions, "containerStatuses": statuses}
             if init_statuses:
                 status["initContainerStatuses"] = init_statuses
-            if self.pod_ip:
-                status["podIP"] = self.pod_ip
-                status["podIPs"] = [{"ip": self.pod_ip}]
+            if self.sandbox_ready and self.pod_ip:
+                self.reported_ip = self.pod_ip  # kept after teardown, like kubelet keeps a finished pod's IP
+            if self.reported_ip:
+                status["podIP"] = self.reported_ip
+                # "$patch: replace": a strategic merge would otherwise add to the API's list (merge key ip).
+                status["podIPs"] = [{"$patch": "replace"}, {"ip": self.reported_ip}]
             return status
 
 
 def strip_nulls(obj):
-    """A status without the explicit nulls (for comparing and for tests)."""
+    """A status as the API will show it: without explicit nulls and patch directives (for comparing and tests)."""
     if isinstance(obj, dict):
         return {k: strip_nulls(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, list):
-        return [strip_nulls(v) for v in obj]
+        return [strip_nulls(v) for v in obj if not (isinstance(v, dict) and "$patch" in v)]
     return obj

@@ -1,0 +1,587 @@
+"""The local provider's node agent: the one emulated component, a kubelet stand-in per node.
+
+Run by the provider, one per node, in the ROOT network namespace (it reaches the apiserver
+through the loopback relay named in its kubeconfig)::
+
+    python -m proxysuite.cluster.local.nodeagent --kubeconfig KCFG --node node-1 \\
+        --node-netns ps-<run>-node-1 --node-ip 10.200.0.11 --pod-cidr 10.244.1.0/24 \\
+        --run-id <run> --state-dir DIR --agnhost /path/to/agnhost
+
+What it does, like kubelet:
+
+* registers the Node (labels, podCIDR, addresses, capacity, Ready and pressure conditions,
+  nodeInfo) and renews its Lease in ``kube-node-lease`` every 10 s, refreshing the Ready
+  heartbeat every minute, so kube-controller-manager keeps the node Ready and untainted;
+* list+watches the pods bound to the node (``spec.nodeName=<node>``), resyncs every few
+  minutes and reconnects after errors;
+* runs each pod with :class:`~proxysuite.cluster.local.podruntime.PodWorker`: a netns with a
+  routed /32 veth, containers as host processes in their own UTS namespace, probes from the
+  node netns, restart policy with back-off, kubelet-style status (patched only on change);
+* on a pod's deletionTimestamp: preStop, SIGTERM, readiness keeps being probed, SIGKILL at the
+  end of the grace period, terminal phase, sandbox teardown, then delete with grace 0;
+* at start, cleans up pods that were deleted while it was down and adopts the ones still running;
+* on SIGTERM: stops watching, leaves pods running, exits 0 (the provider removes the netns).
+
+Differences from kubelet (the complete list; each is a deliberate simplification):
+
+* **No images, no CRI.** An image is mapped to a host program: any image whose name contains
+  ``agnhost`` runs the local agnhost binary with the container's args (a command ending in
+  ``agnhost`` contributes the rest); a command whose program is sleep/sh/bash/python3/python/pause
+  runs that host program; a ``pause`` image without command runs ``sleep infinity``. Anything else
+  waits forever with reason ``LocalProviderCannotRunImage``. imagePullPolicy/imagePullSecrets are
+  ignored and ``imageID`` is empty; ``containerID`` is ``proxysuite://<uid12>-<name>-<restarts>``.
+* **Isolation is network + hostname only.** A container shares the host's filesystem, PID
+  namespace, users and mounts; it gets the pod netns and its own UTS namespace (hostname = pod
+  name, or the node name for hostNetwork pods). securityContext, sysctls, capabilities, runAsUser
+  and workingDir (unless that path exists on the host) are ignored.
+* **No volumes** (emptyDir, configMap, secret, projected service-account tokens, downward API
+  files, hostPath): none are mounted. No ``/etc/hosts``/``/etc/resolv.conf`` per pod and no
+  cluster DNS; dnsPolicy/dnsConfig/hostAliases are ignored.
+* **No cgroups or resources**: requests/limits are not enforced, no OOM kills, no QoS eviction,
+  no ephemeral-storage accounting, no node pressure (capacity is fixed: cpu 2, memory 8Gi, pods 110).
+* **Environment**: ``env`` values and fieldRefs (metadata.name/namespace/uid/labels/annotations,
+  spec.nodeName/serviceAccountName, status.podIP(s)/hostIP(s)), ``$(VAR)`` expansion in
+  command/args; not envFrom, secretKeyRef, configMapKeyRef, resourceFieldRef, nor the
+  service-link variables (``KUBERNETES_SERVICE_HOST``…). Extra markers ``PROXYSUITE_RUN_ID`` and
+  ``PROXYSUITE_POD_UID`` are set (the janitor and the restart reconcile use them).
+* **Probes**: httpGet (HTTP and HTTPS without verification, headers, named ports), tcpSocket and
+  exec are supported; grpc probes always fail with a message. Exec probes and exec hooks run the
+  command from the host filesystem inside the container's netns+UTS (``nsenter``); agnhost is
+  mapped to the local binary, other programs must exist on the host.
+* **Lifecycle hooks**: postStart and preStop with exec, httpGet, tcpSocket and sleep. Sidecar
+  init containers (``restartPolicy: Always`` on an init container) are run as ordinary init
+  containers; ephemeral containers, ``kubectl exec/logs/port-forward/attach`` (no kubelet API on
+  :10250) and static/mirror pods are not supported. Logs are files under
+  ``<state-dir>/pods/<ns>_<pod>_<container>.log``.
+* **Networking**: IPv4 only; host-local-style IPAM from ``--pod-cidr`` (.2 upward, state in
+  ``<state-dir>/ipam.json``); hostPort is not mapped (use hostNetwork or a NodePort).
+* **Node**: no kubelet serving endpoint (``daemonEndpoints`` unset), no node status beyond
+  Ready/pressure conditions, no eviction, no graceful node shutdown, no image GC, no CSR/TLS
+  bootstrap (the provider gives the agent a ready kubeconfig for ``system:node:<node>``).
+* **Pod status**: activeDeadlineSeconds, resize, resource claims, and ``PodReadyToStartContainers``
+  going False on sandbox loss are not handled; events are not emitted (``kubectl describe`` shows
+  none from the node). A restarted agent adopts running containers but cannot know the exit code
+  of an adopted process that dies later (reported as 137, like kubelet's ContainerStatusUnknown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import podruntime as rt
+
+log = logging.getLogger("proxysuite.nodeagent")
+
+LEASE_NAMESPACE = "kube-node-lease"
+LEASE_DURATION = 40
+"""Seconds, kubelet's default nodeLeaseDurationSeconds."""
+LEASE_RENEW = 10.0
+"""Kubelet renews at a quarter of the lease duration."""
+NODE_STATUS_REFRESH = 60.0
+"""How often the Ready heartbeat is refreshed (kubelet: 5 min when leases are used; we are cheaper to be eager)."""
+WATCH_TIMEOUT = 290
+"""Server-side watch timeout; every reconnect also re-lists after RESYNC."""
+RESYNC = 300.0
+"""Full re-list of the node's pods (catches anything a watch gap lost)."""
+STATUS_RETRY = 1.0
+
+CAPACITY = {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "20Gi"}
+SMP = "application/strategic-merge-patch+json"
+
+
+def micro_now() -> str:
+    """A MicroTime (Lease renewTime)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _arch() -> str:
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}.get(m, m)
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the apiserver."""
+
+    def __init__(self, method: str, path: str, status: int, reason: str, body: str):
+        super().__init__(f"{method} {path}: {status} {reason}: {body[:300]}")
+        self.status, self.reason, self.body = status, reason, body
+
+
+class Rest:
+    """Plain JSON requests through the kubernetes client's auth and TLS setup.
+
+    The generated client validates request bodies against its models (a Node without
+    ``nodeInfo.kubeProxyVersion`` is rejected client-side) and turns answers into models;
+    the agent works on the apiserver's own JSON instead, as dicts, like the pod runtime.
+    """
+
+    def __init__(self, api_client):
+        self.api = api_client
+
+    def _send(self, method: str, path: str, body, query: dict | None, content_type: str, timeout):
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        params = self.api.param_serialize(method, path, query_params=list((query or {}).items()) or None,
+                                          header_params=headers, body=body, auth_settings=["BearerToken"])
+        return self.api.call_api(*params, _request_timeout=timeout)
+
+    def __call__(self, method: str, path: str, body=None, query: dict | None = None,
+                 content_type: str = "application/json", timeout=30) -> dict:
+        resp = self._send(method, path, body, query, content_type, timeout)
+        data = resp.read()
+        if not 200 <= resp.status < 300:
+            raise ApiError(method, path, resp.status, resp.reason, data.decode(errors="replace"))
+        return json.loads(data) if data else {}
+
+    def stream(self, path: str, query: dict, timeout) -> object:
+        """A streaming GET (watch); returns the urllib3 response, or raises ApiError."""
+        resp = self._send("GET", path, None, query, "application/json", timeout)
+        if not 200 <= resp.status < 300:
+            data = resp.read()
+            raise ApiError("GET", path, resp.status, resp.reason, data.decode(errors="replace"))
+        return resp.response
+
+
+class StatusManager:
+    """Patches pod status, only when it changed, from one thread (like kubelet's status manager).
+
+    Workers call :meth:`sink` every tick with the full status; the latest one per pod wins.
+    """
+
+    def __init__(self, rest: Rest, stop: threading.Event):
+        self.rest, self.stop = rest, stop
+        self._lock = threading.Condition()
+        self._pending: dict[str, tuple[str, str, dict]] = {}
+        self._sent: dict[str, dict] = {}
+        self._inflight: set[str] = set()
+        threading.Thread(target=self._loop, name="status", daemon=True).start()
+
+    def sink(self, pod: dict, status: dict) -> None:
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            if rt.strip_nulls(status) == self._sent.get(uid):
+                self._pending.pop(uid, None)
+                return
+            self._pending[uid] = (pod["metadata"]["namespace"], pod["metadata"]["name"], status)
+            self._lock.notify_all()
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._pending.pop(uid, None)
+            self._sent.pop(uid, None)
+
+    def flush(self, uid: str, timeout: float = 10.0) -> None:
+        """Wait until the latest status of ``uid`` is written (or could not be)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while (uid in self._pending or uid in self._inflight) and time.monotonic() < deadline:
+                self._lock.wait(0.1)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            with self._lock:
+                while not self._pending and not self.stop.is_set():
+                    self._lock.wait(1.0)
+                if self.stop.is_set():
+                    return
+                uid, (ns, name, status) = self._pending.popitem()
+                self._inflight.add(uid)
+            ok = self._patch(ns, name, uid, status)
+            with self._lock:
+                self._inflight.discard(uid)
+                if ok is True:
+                    self._sent[uid] = rt.strip_nulls(status)
+                elif ok is None:
+                    self._pending.setdefault(uid, (ns, name, status))  # retry, unless a newer one arrived
+                self._lock.notify_all()
+            if ok is None:
+                self.stop.wait(STATUS_RETRY)
+
+    def _patch(self, ns: str, name: str, uid: str, status: dict) -> bool | str | None:
+        """True: written; False: the pod is gone; "rejected": invalid (retried on the next change); None: transient failure."""
+        try:
+            self.rest("PATCH", f"/api/v1/namespaces/{ns}/pods/{name}/status", {"status": status}, content_type=SMP)
+            log.debug("status %s/%s: phase=%s", ns, name, status.get("phase"))
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            log.warning("patch status of pod %s/%s (uid %s) failed: %s", ns, name, uid, exc)
+            if exc.status in (400, 403, 422):
+                return "rejected"  # the same body would fail again; the next change is tried
+            return None
+        except Exception as exc:  # noqa: BLE001 - network trouble; retried
+            log.warning("patch status of pod %s/%s failed: %s", ns, name, exc)
+            return None
+
+
+class Agent:
+    def __init__(self, args: argparse.Namespace):
+        from kubernetes import config as kconfig
+
+        self.args = args
+        self.node = args.node
+        self.env = rt.NodeEnv(node=args.node, node_netns=args.node_netns, node_ip=args.node_ip, pod_cidr=args.pod_cidr,
+                              run_id=args.run_id, state_dir=Path(args.state_dir), agnhost=args.agnhost)
+        self.rest = Rest(kconfig.new_client_from_config(config_file=args.kubeconfig))
+        self.stop = threading.Event()
+        self.status = StatusManager(self.rest, self.stop)
+        self.workers: dict[str, rt.PodWorker] = {}
+        self.lock = threading.RLock()
+        self.node_uid: str | None = None
+
+    # ---- node registration and lease --------------------------------------------------------
+    def _conditions(self, existing: list[dict]) -> list[dict]:
+        now = rt.now_rfc3339()
+        old = {c["type"]: c for c in existing}
+        wanted = [("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                  ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                  ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                  ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available")]
+        out = []
+        for ctype, value, reason, message in wanted:
+            prev = old.get(ctype) or {}
+            ltt = prev.get("lastTransitionTime") if prev.get("status") == value and prev.get("lastTransitionTime") else now
+            out.append({"type": ctype, "status": value, "reason": reason, "message": message,
+                        "lastHeartbeatTime": now, "lastTransitionTime": ltt})
+        return out
+
+    def _node_status(self, existing_conditions: list[dict]) -> dict:
+        uname = os.uname()
+        ident = f"proxysuite-{self.args.run_id}-{self.node}"
+        return {
+            "addresses": [{"type": "InternalIP", "address": self.args.node_ip}, {"type": "Hostname", "address": self.node}],
+            "capacity": CAPACITY, "allocatable": CAPACITY,
+            "conditions": self._conditions(existing_conditions),
+            "nodeInfo": {"kubeletVersion": rt.KUBELET_VERSION, "operatingSystem": "linux", "architecture": _arch(),
+                         "kernelVersion": uname.release, "osImage": "proxysuite local node (network namespace)",
+                         "containerRuntimeVersion": "proxysuite-local://0.1.0",
+                         "machineID": ident, "systemUUID": ident, "bootID": f"{ident}-{int(time.time())}"},
+        }
+
+    def register_node(self) -> None:
+        labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", "kubernetes.io/arch": _arch()}
+        try:
+            node = self.rest("GET", f"/api/v1/nodes/{self.node}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            body = {"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": self.node, "labels": labels},
+                    "spec": {"podCIDR": self.args.pod_cidr, "podCIDRs": [self.args.pod_cidr]},
+                    "status": self._node_status([])}
+            node = self.rest("POST", "/api/v1/nodes", body)
+            log.info("registered node %s (podCIDR %s, InternalIP %s)", self.node, self.args.pod_cidr, self.args.node_ip)
+        else:
+            spec_patch: dict = {}
+            cur = (node.get("spec") or {}).get("podCIDR")
+            if not cur:
+                spec_patch = {"podCIDR": self.args.pod_cidr, "podCIDRs": [self.args.pod_cidr]}
+            elif cur != self.args.pod_cidr:
+                log.error("node %s already has podCIDR %s, not %s; pods get addresses from %s anyway",
+                          self.node, cur, self.args.pod_cidr, self.args.pod_cidr)
+            patch = {"metadata": {"labels": labels}, **({"spec": spec_patch} if spec_patch else {})}
+            node = self.rest("PATCH", f"/api/v1/nodes/{self.node}", patch, content_type=SMP)
+            self._patch_node_status(node)
+            log.info("updated existing node %s", self.node)
+        self.node_uid = node["metadata"]["uid"]
+
+    def _patch_node_status(self, node: dict | None = None) -> None:
+        if node is None:
+            node = self.rest("GET", f"/api/v1/nodes/{self.node}")
+        status = self._node_status((node.get("status") or {}).get("conditions") or [])
+        self.rest("PATCH", f"/api/v1/nodes/{self.node}/status", {"status": status}, content_type=SMP)
+
+    def renew_lease(self) -> None:
+        spec = {"holderIdentity": self.node, "leaseDurationSeconds": LEASE_DURATION, "renewTime": micro_now()}
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
+        try:
+            lease = self.rest("GET", f"{path}/{self.node}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            owner = [{"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": self.node_uid}] if self.node_uid else []
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.node, "namespace": LEASE_NAMESPACE, "ownerReferences": owner}, "spec": spec}
+            self.rest("POST", path, body)
+            return
+        lease["spec"] = {**(lease.get("spec") or {}), **spec}
+        self.rest("PUT", f"{path}/{self.node}", lease)  # carries resourceVersion: optimistic concurrency
+
+    def _heartbeat_loop(self) -> None:
+        last_status = time.monotonic()
+        while not self.stop.wait(LEASE_RENEW):
+            try:
+                self.renew_lease()
+            except Exception as exc:  # noqa: BLE001 - logged and retried on the next beat
+                log.warning("renewing lease %s/%s failed: %s", LEASE_NAMESPACE, self.node, exc)
+            if time.monotonic() - last_status >= NODE_STATUS_REFRESH:
+                try:
+                    self._patch_node_status()
+                    last_status = time.monotonic()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("refreshing node %s status failed: %s", self.node, exc)
+
+    # ---- pods ----------------------------------------------------------------------------------
+    def _list_pods(self) -> tuple[list[dict], str]:
+        data = self.rest("GET", "/api/v1/pods", query={"fieldSelector": f"spec.nodeName={self.node}"})
+        return data.get("items") or [], data["metadata"]["resourceVersion"]
+
+    def sync_pod(self, pod: dict) -> None:
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        with self.lock:
+            w = self.workers.get(uid)
+            if w is not None:
+                w.update(pod)
+                return
+            if (pod.get("spec") or {}).get("nodeName") != self.node:
+                return
+            phase = (pod.get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                # Terminal pods are not run again; a deleted terminal pod is removed at once, like kubelet.
+                if meta.get("deletionTimestamp"):
+                    threading.Thread(target=self._delete_pod, args=(pod,), daemon=True).start()
+                return
+            w = rt.PodWorker(pod, self.env, self.status.sink, self._on_finished)
+            self.workers[uid] = w
+            log.info("pod %s/%s (uid %s): starting", meta.get("namespace"), meta["name"], uid)
+            w.start()
+
+    def pod_gone(self, uid: str) -> None:
+        """The API object is gone: stop the worker (without grace if it was still running) and forget it."""
+        with self.lock:
+            w = self.workers.get(uid)
+        if w is None:
+            return
+        if not w.done:
+            log.info("pod %s was deleted from the API while running: killing it", w.key)
+            w.kill_now()
+            w.join(30)
+        with self.lock:
+            self.workers.pop(uid, None)
+        self.status.forget(uid)
+
+    def _on_finished(self, pod: dict, deleted: bool) -> None:
+        self.status.flush(pod["metadata"]["uid"])
+        if deleted:
+            self._delete_pod(pod)
+
+    def _delete_pod(self, pod: dict) -> None:
+        meta = pod["metadata"]
+        try:
+            # Kubelet's final delete: grace 0, guarded by the UID so a same-named successor survives.
+            self.rest("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                      {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}})
+            log.info("pod %s/%s: deleted (grace 0) after termination", meta["namespace"], meta["name"])
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                log.warning("deleting pod %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+
+    def reconcile_orphans(self, api_pods: list[dict]) -> None:
+        """Remove sandboxes, processes and IPs of pods that no longer exist (deleted while we were down).
+
+        A pod counts as live if the API still has it in a non-terminal phase or a worker owns it.
+        """
+        live = {p["metadata"]["uid"] for p in api_pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")}
+        with self.lock:
+            live |= set(self.workers)
+        live_hex = {rt.uid_hex(u) for u in live}
+        prefix = f"ps-{self.args.run_id}-pod-"
+        for ns in sorted(os.listdir(rt.NETNS_DIR)) if os.path.isdir(rt.NETNS_DIR) else []:
+            if not ns.startswith(prefix):
+                continue
+            short = ns[len(prefix):]
+            if any(h.startswith(short) for h in live_hex):
+                continue
+            # Only pods of this node: our saved state or IPAM names this netns, or its veth is in our node netns.
+            owners = [u for u in self.env.ipam.allocations() if rt.uid_hex(u).startswith(short)]
+            if not owners and not self._veth_of(short):
+                continue
+            log.info("removing orphaned pod sandbox %s", ns)
+            rt.teardown_pod_network(self.env.node_netns, ns, "v" + short[:10])
+        for uid in self.env.ipam.allocations():
+            if uid not in live:
+                self.env.ipam.release(uid)
+        pods_dir = self.env.pods_dir
+        for path in pods_dir.glob("*.json") if pods_dir.is_dir() else []:
+            uid = path.stem
+            if uid in live:
+                continue
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):
+                saved = {}
+            for info in (saved.get("containers") or {}).values():
+                proc = rt.ContainerProcess.adopt(info.get("pid", 0), info.get("starttime", -1))
+                if proc is not None:
+                    log.info("killing orphaned container process %d of deleted pod %s", proc.pid, saved.get("key"))
+                    proc.signal(signal.SIGKILL)
+            path.unlink(missing_ok=True)
+
+    def _veth_of(self, short: str) -> bool:
+        from pyroute2 import IPRoute
+
+        try:
+            with IPRoute(netns=self.env.node_netns, flags=0) as ipr:
+                return bool(ipr.link_lookup(ifname="v" + short[:10]))
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _relist(self) -> str:
+        pods, rv = self._list_pods()
+        seen = set()
+        for pod in pods:
+            seen.add(pod["metadata"]["uid"])
+            self.sync_pod(pod)
+        with self.lock:
+            missing = [uid for uid in self.workers if uid not in seen]
+        for uid in missing:
+            self.pod_gone(uid)
+        self.reconcile_orphans(pods)
+        return rv
+
+    def _watch_loop(self) -> None:
+        from kubernetes.watch.watch import iter_resp_lines
+
+        backoff = 1.0
+        rv = None
+        last_list = 0.0
+        while not self.stop.is_set():
+            try:
+                if rv is None or time.monotonic() - last_list > RESYNC:
+                    rv = self._relist()
+                    last_list = time.monotonic()
+                resp = self.rest.stream("/api/v1/pods", {
+                    "fieldSelector": f"spec.nodeName={self.node}", "watch": "true", "resourceVersion": rv,
+                    "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_TIMEOUT)}, timeout=(10, WATCH_TIMEOUT + 30))
+                try:
+                    for line in iter_resp_lines(resp):
+                        if self.stop.is_set():
+                            return
+                        if not line or not line.strip():
+                            continue
+                        ev = json.loads(line)
+                        obj, etype = ev.get("object") or {}, ev.get("type")
+                        if etype == "ERROR":
+                            log.info("watch ended: %s %s", obj.get("code"), obj.get("message"))
+                            rv = None  # 410 Gone and friends: list again
+                            break
+                        rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
+                        if etype in ("ADDED", "MODIFIED"):
+                            self.sync_pod(obj)
+                        elif etype == "DELETED":
+                            threading.Thread(target=self.pod_gone, args=(obj["metadata"]["uid"],), daemon=True).start()
+                finally:
+                    resp.release_conn()
+                backoff = 1.0
+            except ApiError as exc:
+                log.warning("pod watch failed: %s; re-listing in %.0fs", exc, backoff)
+                rv = None
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception as exc:  # noqa: BLE001 - connection resets, apiserver restarts
+                log.warning("pod watch interrupted: %s; re-listing in %.0fs", exc, backoff)
+                rv = None
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def run(self) -> int:
+        delay = 0.5
+        while not self.stop.is_set():
+            try:
+                self.register_node()
+                self.renew_lease()
+                break
+            except Exception as exc:  # noqa: BLE001 - the apiserver may still be starting
+                log.warning("registering node %s failed: %s; retrying in %.1fs", self.node, exc, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        if self.stop.is_set():
+            return 0
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._watch_loop, name="watch", daemon=True).start()
+        self.stop.wait()
+        return 0
+
+    def shutdown(self) -> None:
+        """SIGTERM: stop watching and heartbeating; leave every pod as it is."""
+        log.info("stopping: leaving %d pod(s) running", len(self.workers))
+        self.stop.set()
+        with self.lock:
+            for w in self.workers.values():
+                w.detach()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m proxysuite.cluster.local.nodeagent",
+                                description="kubelet stand-in for a netns-emulated node of the local provider")
+    p.add_argument("--kubeconfig", required=True, help="kubeconfig of user system:node:<node> (group system:nodes)")
+    p.add_argument("--node", required=True, help="Node name (also the hostname of hostNetwork pods)")
+    p.add_argument("--node-netns", required=True, help="existing netns of the node (eth0 on the fabric, ip_forward=1)")
+    p.add_argument("--node-ip", required=True, help="the node's InternalIP (eth0 in the node netns)")
+    p.add_argument("--pod-cidr", required=True, help="this node's pod CIDR, e.g. 10.244.1.0/24 (.1 is the pods' gateway)")
+    p.add_argument("--run-id", required=True, help="run id; pod netns are named ps-<run-id>-pod-<uid12>")
+    p.add_argument("--state-dir", required=True, help="IPAM state, per-pod state and container logs")
+    p.add_argument("--agnhost", required=True, help="path of the agnhost binary that stands in for agnhost images")
+    p.add_argument("--log-level", default=os.environ.get("PROXYSUITE_NODEAGENT_LOG", "INFO"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {args.node} %(levelname)s %(message)s")
+    problems = []
+    if not rt.netns_exists(args.node_netns):
+        problems.append(f"node netns {args.node_netns} does not exist (create it before starting the agent)")
+    if not os.access(args.agnhost, os.X_OK):
+        problems.append(f"agnhost binary {args.agnhost} is not executable (pass --agnhost with the built binary)")
+    if not os.path.exists(args.kubeconfig):
+        problems.append(f"kubeconfig {args.kubeconfig} does not exist")
+    if problems:
+        for msg in problems:
+            log.error("%s", msg)
+        return 2
+    Path(args.state_dir).mkdir(parents=True, exist_ok=True)
+    # An insecure-skip-tls-verify kubeconfig would otherwise print a warning per request.
+    warnings.filterwarnings("once", message="Unverified HTTPS request")
+    agent = Agent(args)
+
+    agent_pid = os.getpid()
+
+    def on_signal(signum, frame):
+        if os.getpid() != agent_pid:
+            # pyroute2 forks short-lived helpers (netns creation, netlink sockets in a netns) and
+            # stops them with SIGTERM; they inherit this handler and must simply die.
+            os._exit(0)
+        agent.shutdown()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    rc = agent.run()
+    log.info("node agent %s exited", args.node)
+    return rc
+
+
+if __name__ == "__main__":
+    code = main()
+    # Leave at once: pods are left running on purpose, every state file is written atomically, and
+    # a normal interpreter exit would wait on helper threads (blocked watch reads, probers).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
