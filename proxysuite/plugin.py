@@ -20,7 +20,9 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    # SIGTERM (CI cancel, `kill`) should clean up like Ctrl-C does: pytest unwinds fixtures and sessionfinish runs.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _make_sigterm_handler(os.getpid()))
+
+
+def _make_sigterm_handler(session_pid: int):
+    def handler(signum, frame):
+        if os.getpid() != session_pid:
+            # A forked helper (pyroute2 forks to create namespaces) must die as SIGTERM says, not unwind
+            # pytest's fixtures in the child: that would tear the cluster down from under the session.
+            os._exit(128 + signum)
+        raise KeyboardInterrupt("SIGTERM")
+
+    return handler
 
 
 def _option_values(config: pytest.Config) -> dict:
@@ -120,15 +136,21 @@ def cluster(suite_config: SuiteConfig, pytestconfig: pytest.Config):
     state_root = default_state_root()
     state_root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(state_root / f".{suite_config.provider}-{suite_config.name}.lock"))
+    # The session that owns the cluster: the xdist controller (a worker's parent) or this process.
+    # The janitor removes clusters whose owner died; --keep-cluster leaves it ownerless on purpose.
+    worker = getattr(pytestconfig, "workerinput", None) is not None
+    owner = None if suite_config.keep_cluster else (os.getppid() if worker else os.getpid())
     try:
         with lock:
-            cl = provider.up(suite_config, progress=_progress)
+            cl = provider.up(suite_config, progress=_progress, owner_pid=owner)
     except Unsupported as exc:
         pytest.skip(str(exc))
     except SuiteError as exc:
         pytest.exit(f"proxysuite: {exc}", returncode=4)
-    created_marker = state_root / f".session-{_run_id(pytestconfig)}-{suite_config.provider}-{suite_config.name}"
-    created_marker.write_text(json.dumps({"provider": suite_config.provider, "name": suite_config.name}))
+    if getattr(cl, "created", True):
+        # Only a cluster this session created is torn down at its end; a reused one belongs to someone else.
+        created_marker = state_root / f".session-{_run_id(pytestconfig)}-{suite_config.provider}-{suite_config.name}"
+        created_marker.write_text(json.dumps({"provider": suite_config.provider, "name": suite_config.name}))
     pytestconfig.stash[_cluster_key] = suite_config
     yield cl
     cl.close()

@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import time
 import urllib.error
@@ -67,20 +68,19 @@ def check_prereqs(config: SuiteConfig) -> None:
     missing = sorted({pkg for binary, pkg in needed.items() if not shutil.which(binary)})
     if missing:
         raise SuiteError(f"--mode {mode.name} on the local provider needs {', '.join(missing)}", f"apt-get install -y {' '.join(missing)}")
-    if mode.name == "nftables" and not _kernel_has_nftables():
+    if mode.name == "nftables" and not _kernel_has_nftables(config.run_id):
         raise Unsupported("this kernel has no nf_tables", "use --mode iptables, or a kernel >= 5.13 with nf_tables")
 
 
-def _kernel_has_nftables() -> bool:
-    release = os.uname().release
-    if os.path.exists("/sys/module/nf_tables"):
-        return True
-    for base in (f"/lib/modules/{release}", f"/usr/lib/modules/{release}"):
-        dep = os.path.join(base, "modules.dep")
-        if os.path.exists(dep):
-            with open(dep, encoding="utf-8", errors="replace") as fh:
-                return any("/nf_tables.ko" in line for line in fh)
-    return False
+def _kernel_has_nftables(run_id: str) -> bool:
+    """Ask the kernel itself: create a table in a scratch namespace (nf_tables may be built in or a module)."""
+    scratch = netns.name_for(run_id, "probe-nft")
+    netns.add(scratch)
+    try:
+        return subprocess.run(netns.exec_argv(scratch, ["nft", "add", "table", "ip", "proxysuite_probe"]),
+                              capture_output=True).returncode == 0
+    finally:
+        netns.delete(scratch)
 
 
 def _free_port() -> int:
@@ -185,7 +185,8 @@ def up(config: SuiteConfig, progress: Progress = print, owner_pid: int | None = 
         st.ready = True
         st.save()
     except BaseException:
-        progress("bring-up failed; removing what was created")
+        kept = _keep_logs(st)
+        progress(f"bring-up failed; removing what was created (logs kept in {kept})")
         _teardown(st, progress)
         raise
     progress(f"local cluster {st.name} ready in {time.monotonic() - started:.1f}s; kubeconfig: {st.kubeconfig()}")
@@ -262,6 +263,14 @@ def _start_nodes(st: ClusterState, bins: dict[str, Path], progress: Progress) ->
         _wait(f"{what} on {node.name} (/healthz on :{controlplane.PROXY_HEALTHZ_PORT})",
               lambda: engine.http_get("127.0.0.1", controlplane.PROXY_HEALTHZ_PORT, "/healthz", make_socket=sock)[0] == 200,
               READY_TIMEOUT, st.logs / f"proxy-{node.name}.log")
+
+
+def _keep_logs(st: ClusterState) -> Path:
+    dest = st.dir.parent.parent / "failed" / f"{st.name}-{st.run_id}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if st.logs.exists():
+        shutil.copytree(st.logs, dest, dirs_exist_ok=True)
+    return dest
 
 
 def _teardown(st: ClusterState, progress: Progress) -> None:
