@@ -358,7 +358,8 @@ def test_host_network_pod(node):
 
 
 def test_restarted_agent_adopts_running_pod(node):
-    pod = make_pod("survivor", [netexec()])
+    pod = make_pod("survivor", [netexec(readinessProbe={"httpGet": {"path": "/healthz", "port": 8080},
+                                                        "initialDelaySeconds": 2, "periodSeconds": 1})])
     sink = Sink()
     w1 = rt.PodWorker(pod, node, sink, sink.on_finished)
     w1.start()
@@ -369,14 +370,152 @@ def test_restarted_agent_adopts_running_pod(node):
     assert Path(f"/proc/{pid}").exists()
 
     sink2 = Sink()
+    # The restarted agent sees the pod as the API shows it: ready (this is what it must not flap).
+    pod = {**pod, "status": {**pod["status"], **sink.statuses[-1]}}
     w2 = rt.PodWorker(pod, node, sink2, sink2.on_finished)
     w2.start()
     try:
         st = sink2.wait("Ready", lambda s: cond(s, "Ready") == "True")
         assert w2.containers[0].proc.pid == pid and st["containerStatuses"][0]["restartCount"] == 0
         assert st["podIP"] == "10.251.7.2", "an adopted pod keeps its IP"
+        time.sleep(2.5)  # past initialDelaySeconds, counted from the container's original start
+        assert all(cond(rt.strip_nulls(s), "Ready") == "True" for s in sink2.statuses), "adoption must not flap readiness"
         assert http_from_node(node, "10.251.7.2", 8080, "/hostname") == "survivor"
     finally:
         w2.kill_now()
         w2.join(10)
     assert not Path(f"/proc/{pid}").exists() or rt._is_zombie(pid)
+
+
+# ------------------------------------------------------------------------------------------
+# The whole agent against a real control plane (kube-apiserver with Node,RBAC + NodeRestriction,
+# kube-controller-manager, kube-scheduler), through the plugin's ``cluster`` fixture:
+#
+#   PROXYSUITE_TEST_CLUSTER=1 pytest tests/test_nodeagent.py --provider local --cluster-name natest --keep-cluster
+#
+# Use a cluster name of your own: without --keep-cluster the session tears the cluster down.
+# ------------------------------------------------------------------------------------------
+needs_cluster = pytest.mark.skipif(os.environ.get("PROXYSUITE_TEST_CLUSTER") != "1",
+                                   reason="set PROXYSUITE_TEST_CLUSTER=1 (and --provider local --cluster-name NAME) to run against a cluster")
+
+
+@pytest.fixture
+def rest(cluster):
+    from kubernetes import config as kconfig
+
+    from proxysuite.cluster.local.nodeagent import Rest
+
+    if cluster.provider != "local":
+        pytest.skip("the node agent runs only on the local provider")
+    api = kconfig.new_client_from_config(config_file=cluster.kubeconfig)
+    yield Rest(api)
+    api.close()
+
+
+def wait_for(what: str, fn, timeout: float = 60.0, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not reached within {timeout:g}s (last value: {last!r})")
+
+
+@needs_cluster
+def test_nodes_registered_ready_and_leased(cluster, rest):
+    for info in cluster.nodes():
+        node = wait_for(f"node {info.name} Ready and untainted", lambda: (
+            (n := rest("GET", f"/api/v1/nodes/{info.name}"))
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+            and not n["spec"].get("taints") and n))
+        assert node["metadata"]["labels"]["kubernetes.io/hostname"] == info.name
+        assert node["metadata"]["labels"]["kubernetes.io/os"] == "linux"
+        assert node["spec"]["podCIDR"] == info.pod_cidr and node["spec"]["podCIDRs"] == [info.pod_cidr]
+        assert {"type": "InternalIP", "address": info.internal_ip} in node["status"]["addresses"]
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == rt.KUBELET_VERSION
+        assert node["status"]["allocatable"]["pods"] == "110"
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "KubeletReady"
+    name = cluster.nodes()[0].name
+    path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+    first = rest("GET", path)["spec"]
+    assert first["holderIdentity"] == name and first["leaseDurationSeconds"] == 40
+    wait_for("lease renewal", lambda: rest("GET", path)["spec"]["renewTime"] != first["renewTime"], timeout=15)
+
+
+def _deployment(name: str, replicas: int) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"terminationGracePeriodSeconds": 15, "containers": [netexec(
+                                      "netexec", "--delay-shutdown=3",
+                                      readinessProbe={"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1})]}}}}
+
+
+@needs_cluster
+def test_pods_run_serve_and_terminate_through_the_api(cluster, rest, namespace):
+    from proxysuite.probes.engine import ProbeRequest
+
+    ns = namespace
+    rest("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", _deployment("be", 2))
+    rest("POST", f"/api/v1/namespaces/{ns}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "be"},
+        "spec": {"selector": {"app": "be"}, "ports": [{"port": 80, "targetPort": "http"}]}})
+
+    def ready_pods():
+        pods = rest("GET", f"/api/v1/namespaces/{ns}/pods", query={"labelSelector": "app=be"})["items"]
+        ok = [p for p in pods if p["status"].get("phase") == "Running"
+              and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+        return ok if len(ok) == 2 else None
+
+    pods = wait_for("2 Ready backend pods", ready_pods)
+    nodes = {n.name: n for n in cluster.nodes()}
+    import ipaddress
+
+    for p in pods:
+        node = nodes[p["spec"]["nodeName"]]
+        st = p["status"]
+        assert ipaddress.ip_address(st["podIP"]) in ipaddress.ip_network(node.pod_cidr)
+        assert st["hostIP"] == node.internal_ip and st["podIPs"] == [{"ip": st["podIP"]}]
+        assert {c["type"] for c in st["conditions"]} >= {"PodScheduled", "Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"}
+        cs = st["containerStatuses"][0]
+        assert cs["ready"] and cs["started"] and "running" in cs["state"]
+        obs = cluster.node_vantage(node.name).run([ProbeRequest(st["podIP"], 8080, ask="hostname")])[0]
+        assert obs.outcome == "ok" and obs.backend == p["metadata"]["name"], obs
+
+    def endpoints():
+        slices = rest("GET", f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                      query={"labelSelector": "kubernetes.io/service-name=be"})["items"]
+        return {ep["targetRef"]["name"]: ep["conditions"] for s in slices for ep in s.get("endpoints") or []}
+
+    wait_for("both endpoints ready", lambda: [c for c in endpoints().values() if c.get("ready")].__len__() == 2 or None)
+
+    victim = pods[0]
+    vname, vuid = victim["metadata"]["name"], victim["metadata"]["uid"]
+    rest("DELETE", f"/api/v1/namespaces/{ns}/pods/{vname}")
+    # netexec keeps serving 3s after SIGTERM and readiness is still probed: serving, terminating, not ready.
+    cond_ = wait_for("terminating endpoint that still serves",
+                     lambda: (c := endpoints().get(vname)) and c.get("terminating") and c.get("serving") and c, timeout=5, interval=0.1)
+    assert cond_.get("ready") is False
+
+    def gone():
+        try:
+            rest("GET", f"/api/v1/namespaces/{ns}/pods/{vname}")
+            return None
+        except Exception as exc:  # noqa: BLE001
+            return getattr(exc, "status", None) == 404
+    wait_for("pod object deleted by the agent", gone, timeout=20)
+    assert not rt.netns_exists(rt.pod_netns_name(cluster.state.run_id, vuid)), "the pod netns must be gone"
+
+
+@needs_cluster
+def test_unrunnable_image_waits_with_reason(rest, namespace):
+    rest("POST", f"/api/v1/namespaces/{namespace}/pods", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}})
+    st = wait_for("waiting with LocalProviderCannotRunImage", lambda: (
+        (p := rest("GET", f"/api/v1/namespaces/{namespace}/pods/web")["status"]).get("containerStatuses")
+        and p["containerStatuses"][0]["state"].get("waiting", {}).get("reason") == rt.CANNOT_RUN_REASON and p))
+    assert st["phase"] == "Pending" and "nginx:1.27" in st["containerStatuses"][0]["state"]["waiting"]["message"]

@@ -344,6 +344,10 @@ class Agent:
         uid = meta["uid"]
         with self.lock:
             w = self.workers.get(uid)
+            if w is not None and not w.done and not w.alive:
+                # The worker died on an unexpected error (logged); a fresh one adopts the pod's processes.
+                log.warning("pod %s: worker had stopped unexpectedly, restarting it", w.key)
+                w = None
             if w is not None:
                 w.update(pod)
                 return

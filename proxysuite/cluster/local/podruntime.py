@@ -78,6 +78,17 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _age_seconds(rfc3339: str | None) -> float:
+    """Seconds since an RFC 3339 timestamp (0 if unknown)."""
+    if not rfc3339:
+        return 0.0
+    try:
+        then = datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return 0.0
+    return max(0.0, (datetime.now(timezone.utc) - then).total_seconds())
+
+
 # ---------------------------------------------------------------------------------------------
 # Names
 # ---------------------------------------------------------------------------------------------
@@ -836,6 +847,11 @@ class PodWorker:
     def done(self) -> bool:
         return self.finished
 
+    @property
+    def alive(self) -> bool:
+        """False once the worker thread has ended (finished, detached, or crashed)."""
+        return self._thread.is_alive() or not self._thread.ident
+
     # ---- main loop ----------------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -911,9 +927,11 @@ class PodWorker:
                 proc = ContainerProcess.adopt(info["pid"], info["starttime"])
                 c.restart_count = info.get("restartCount", 0)
                 if proc is not None:
-                    c.proc, c.started_at, c.started_mono, c.ever_ran = proc, info.get("startedAt"), time.monotonic(), True
+                    c.proc, c.started_at, c.ever_ran = proc, info.get("startedAt"), True
+                    c.started_mono = time.monotonic() - _age_seconds(c.started_at)
                     c.container_id = self._container_id(c)
-                    self._start_probers(c)
+                    api = {st.get("name"): st for st in (self.pod.get("status") or {}).get("containerStatuses") or []}
+                    self._start_probers(c, adopted=api.get(c.name) or {})
                     log.info("pod %s: adopted container %s (pid %d)", self.key, c.name, proc.pid)
             # Init containers of a pod whose main containers already ran are done.
             if any(c.ever_ran for c in self.containers):
@@ -1029,13 +1047,26 @@ class PodWorker:
         self._start_probers(c)
         post_start = ((c.spec.get("lifecycle") or {}).get("postStart"))
         if post_start:
-            ok, msg = run_handler(post_start, self._ctx(c), 30)
-            if not ok:
-                # Kubelet kills a container whose postStart hook failed.
-                log.warning("pod %s: postStart of %s failed: %s", self.key, c.name, msg)
-                self._kill_async(c, self._grace(), reason="postStart failed", run_prestop=False)
+            # In a thread: a slow hook must not hold the pod lock (the watch thread needs it).
+            ctx, proc = self._ctx(c), c.proc
 
-    def _start_probers(self, c: ContainerState) -> None:
+            def hook():
+                ok, msg = run_handler(post_start, ctx, 30)
+                if not ok:
+                    # Kubelet kills a container whose postStart hook failed.
+                    log.warning("pod %s: postStart of %s failed: %s", self.key, c.name, msg)
+                    with self._lock:
+                        if c.proc is proc and c.running and not c.killing:
+                            self._kill_async(c, self._grace(), reason="postStart failed", run_prestop=False)
+
+            threading.Thread(target=hook, name=f"poststart-{self.key}-{c.name}", daemon=True).start()
+
+    def _start_probers(self, c: ContainerState, adopted: dict | None = None) -> None:
+        """Start the container's probers; ``adopted`` is its API status when a restarted agent adopts it.
+
+        Like kubelet after a restart, an adopted container keeps its reported readiness and
+        startedness until a probe says otherwise, so an agent restart does not flap endpoints.
+        """
         for p in c.probers.values():
             p.stop()
         c.probers = {}
@@ -1044,22 +1075,24 @@ class PodWorker:
             return
         for kind in ("startup", "liveness", "readiness"):
             spec = c.spec.get(f"{kind}Probe")
-            if spec:
+            if spec and not (kind == "startup" and adopted and adopted.get("started")):
                 c.probers[kind] = Prober(kind, ProbeSpec.parse(spec), lambda c=c: self._ctx(c), c.started_mono,
                                          lambda p, c=c: self._on_probe(c, p), label=f"{self.key}/{c.name}")
+        if adopted and "readiness" in c.probers:
+            c.probers["readiness"].result = bool(adopted.get("ready"))
         if "startup" in c.probers:
+            c.started, c.ready = False, False
             c.probers["startup"].start()
         else:
             self._on_started(c)
-        c.ready = c.started and "readiness" not in c.probers
 
     def _on_started(self, c: ContainerState) -> None:
         c.started = True
         for kind in ("liveness", "readiness"):
             if kind in c.probers and not c.probers[kind].is_alive():
-                c.probers[kind].started_at = time.monotonic() if "startup" in c.probers else c.started_mono
+                # initialDelaySeconds counts from the container's start, as in kubelet's prober worker.
                 c.probers[kind].start()
-        c.ready = "readiness" not in c.probers
+        c.ready = c.probers["readiness"].result if "readiness" in c.probers else True
 
     def _on_probe(self, c: ContainerState, p: Prober) -> None:
         with self._lock:
