@@ -158,7 +158,7 @@ def check_mode(config: SuiteConfig, detection: Detection, progress: Progress) ->
                          f"pass --mode {detection.mode} (the expectations depend on it)")
 
 
-def up(config: SuiteConfig, progress: Progress = lambda _m: None) -> ExistingCluster:
+def up(config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int | None = None) -> ExistingCluster:
     """Connect to the cluster, detect its proxy mode and check it is the mode under test. Creates nothing yet."""
     check_prereqs(config)
     kubeconfig = _session_kubeconfig(config, progress)

@@ -486,7 +486,7 @@ class KindCluster(KubectlCluster):
             self._external_id = None
 
 
-def up(config: SuiteConfig, progress: Progress = lambda _m: None) -> KindCluster:
+def up(config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int | None = None) -> KindCluster:
     """Create (or reuse) the kind cluster for ``config`` and start its side containers."""
     check_prereqs(config)
     if config.name in existing_clusters():

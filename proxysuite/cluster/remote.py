@@ -39,6 +39,7 @@ Only namespaces labelled with this run's id are ever deleted
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -50,7 +51,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import ProbeError, SuiteError
+from ..errors import ProbeError, SuiteError, Unsupported
 from ..images import backend_image, client_image
 from ..probes import engine
 from ..probes.engine import Observation, ProbeRequest
@@ -391,15 +392,54 @@ class KubectlCluster(Cluster):
         spec, status = doc.get("spec", {}), doc.get("status", {})
         if status.get("phase") != "Running":
             raise ProbeError(f"pod {namespace}/{pod} is {status.get('phase', 'unknown')}, not Running; a vantage needs a running pod")
+        images = [c.get("image", "") for c in spec.get("containers", [])]
+        if container is None and images and all("agnhost" in i for i in images):
+            raise Unsupported(
+                f"pod {namespace}/{pod} runs agnhost ({images[0]}), which has no python3 for the probe engine, so it cannot be a "
+                f"vantage on the {self.provider} provider (hairpin checks probe from a backend)",
+                "run hairpin checks on --provider local",
+            )
         node = spec.get("nodeName")
         host = bool(spec.get("hostNetwork"))
-        call = self.pod_runner(namespace, pod, container, doc)
+        source_ip = status.get("podIP", "")
+        if self.transport() == "proxy" and PROBE_PORT_ANNOTATION not in ((doc.get("metadata") or {}).get("annotations") or {}):
+            doc = self.companion(namespace, pod, doc)
+            source_ip = (doc.get("status") or {}).get("podIP", source_ip)
+        call = self.pod_runner(namespace, doc["metadata"]["name"], container, doc)
         where = f"pod {namespace}/{pod}"
 
         def runner(requests: list[ProbeRequest]) -> list[Observation]:
             return parse_observations(call([asdict(r) for r in requests], exec_budget(requests), where))
 
-        return Vantage(name=f"{pod}@{node}", kind="node" if host else "pod", node=node, source_ip=status.get("podIP", ""), runner=runner)
+        return Vantage(name=f"{pod}@{node}", kind="node" if host else "pod", node=node, source_ip=source_ip, runner=runner)
+
+    def companion(self, namespace: str, pod: str, doc: dict) -> dict:
+        """For the ``proxy`` transport: a probe-server pod standing in for client pod ``pod`` (same node, same
+        hostNetwork setting, same namespace), because ``pod`` runs no probe server and cannot be exec'ed into.
+        Only client pods get one (label ``proxysuite.io/role`` client/host-client); the source IP is the companion's."""
+        role = ((doc.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL, "")
+        if role not in ("client", "host-client", "host-vantage"):
+            raise Unsupported(
+                f"pod {namespace}/{pod} runs no probe server and this cluster offers no kubectl exec (its nodes serve no "
+                "kubelet API), so it cannot be a vantage",
+                "create client pods with proxysuite.cluster.remote.client_pod_manifest, or use a cluster with kubectl exec",
+            )
+        spec = doc.get("spec", {})
+        name = dns_label(f"probe-{pod}")
+        host = bool(spec.get("hostNetwork"))
+        # hostNetwork companions share the node's port space: a port per (namespace, pod), away from the run's host vantages.
+        port = 20000 + int(hashlib.sha1(f"{namespace}/{pod}".encode()).hexdigest()[:8], 16) % 10000 if host else None
+        body = client_pod_manifest(name, namespace, spec.get("nodeName"), self.run_id, host_network=host, port=port,
+                                   labels={ROLE_LABEL: "probe-companion"})
+        proc = self.kubectl.run("get", "pod", name, "-n", namespace, "-o", "name", check=False)
+        if proc.returncode != 0:
+            self.kubectl.apply(body)
+        try:
+            self.kubectl.run("wait", "-n", namespace, "--for=condition=Ready", f"pod/{name}", f"--timeout={VANTAGE_POD_READY_TIMEOUT}s",
+                             timeout=VANTAGE_POD_READY_TIMEOUT + 15)
+        except ProbeError as exc:
+            raise ProbeError(f"probe companion {namespace}/{name} for {pod} was not Ready within {VANTAGE_POD_READY_TIMEOUT}s ({exc})") from None
+        return self.kubectl.json("get", "pod", name, "-n", namespace)
 
     def _ensure_namespace(self) -> str:
         ns = run_namespace(self.run_id)
