@@ -1,0 +1,239 @@
+"""Latencies measured in the datapath: network programming latency and first-packet latency.
+
+**Network programming latency (NPL)** is timed from the API write (an
+EndpointSlice readiness flip, or a Service create) until a probe from a client
+vantage sees the change: a new TCP connection every ≤ 10 ms (8 ms connect
+timeout + 2 ms pause), so each sample's resolution is the gap between the
+last probe that saw the old state and the first that saw the new one — it is
+recorded with the sample. kube-proxy's own
+``kubeproxy_network_programming_duration_seconds`` is read beside it: we stamp
+``endpoints.kubernetes.io/last-change-trigger-time`` on our slice writes with
+the write time, so kube-proxy measures from the same instant (its buckets are
+250 ms wide, ours ≤ 10 ms).
+
+**First-packet latency** is the TCP handshake (``connect_us`` of the probe
+engine: SYN → SYN-ACK seen by the client). Only the first packet of a
+connection goes through the proxy's NAT rules — after that conntrack answers —
+so every sample is a new connection. In iptables mode ``KUBE-SERVICES`` is a
+list walked in order, so the suite reads the chain, picks Services whose rule
+sits near the start and near the end, and fits the connect time against the
+rule's position: the slope is the per-rule cost (KEP-3866's chart implies
+≈ 22–24 ns/rule). A direct-to-pod connection is the baseline; note that in
+iptables mode it still walks the whole ``KUBE-SERVICES`` chain (no rule
+matches a pod IP), so the pod baseline *at 0 Services* is the client's own cost.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..probes.engine import OK, ProbeRequest
+
+POLL_INTERVAL_S = 0.0005
+POLL_TIMEOUT_S = 0.005
+"""Connect timeout of one poll probe; with the pause and socket set-up, probes start ≤ 10 ms apart
+(a refused connection returns in µs; only an unprogrammed ClusterIP runs into the timeout)."""
+POLL_BATCH = 50
+"""Probes per vantage call while polling (≈ 0.5 s), so remote vantages are not exec'd every 10 ms."""
+NPL_DEADLINE_S = 120.0
+"""Give up on one change after this long; a missed change is recorded as a failure, never as a number."""
+
+
+@dataclass
+class Seen:
+    latency_s: float
+    """API write (just before the call) → first probe that saw the new state started."""
+    resolution_s: float
+    """Start of the last probe that still saw the old state → start of the first that saw the new one."""
+    api_s: float
+    """How long the API call itself took."""
+    probes: int
+
+
+def wait_for_state(vantage, host: str, port: int, want_ok: bool, t_write: float, deadline_s: float = NPL_DEADLINE_S,
+                   label: str = "npl") -> tuple[float, float, int]:
+    """Probe until the datapath shows ``want_ok``; return (time seen, resolution, probes sent)."""
+    probes = 0
+    last_old = t_write
+    end = time.time() + deadline_s
+    while time.time() < end:
+        obs = vantage.run([ProbeRequest(host, port, ask="connect", count=POLL_BATCH, interval=POLL_INTERVAL_S,
+                                        timeout=POLL_TIMEOUT_S, label=label)])
+        for o in obs:
+            probes += 1
+            if (o.outcome == OK) == want_ok:
+                return o.started, o.started - max(last_old, t_write), probes
+            last_old = o.started
+    raise TimeoutError(f"{host}:{port} did not become {'reachable' if want_ok else 'unreachable'} over TCP "
+                       f"within {deadline_s:.0f}s of the API write ({probes} probes)")
+
+
+class Poller:
+    """Probe ``host:port`` continuously from a vantage, starting *before* the API write.
+
+    Polling only after the write returns would leave a blind spot as long as the API
+    call (20–60 ms on the local apiserver under load); probing across it keeps every
+    sample's resolution at the probe spacing.
+    """
+
+    def __init__(self, vantage, host: str, port: int, want_ok: bool, deadline_s: float = NPL_DEADLINE_S):
+        self.vantage, self.host, self.port, self.want_ok = vantage, host, port, want_ok
+        self.t_write: float | None = None
+        self.found: tuple[float, float, int] | None = None
+        self.error: BaseException | None = None
+        self.deadline_s = deadline_s
+        self._thread = threading.Thread(target=self._run, name=f"poll-{host}", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        prev_start, probes, end = None, 0, time.time() + self.deadline_s
+        try:
+            while time.time() < end:
+                obs = self.vantage.run([ProbeRequest(self.host, self.port, ask="connect", count=POLL_BATCH // 5,
+                                                     interval=POLL_INTERVAL_S, timeout=POLL_TIMEOUT_S, label="npl")])
+                for o in obs:
+                    probes += 1
+                    t_write = self.t_write
+                    if t_write is not None and o.started >= t_write and (o.outcome == OK) == self.want_ok:
+                        self.found = (o.started, o.started - max(prev_start or t_write, t_write), probes)
+                        return
+                    prev_start = o.started
+            self.error = TimeoutError(f"{self.host}:{self.port} did not become {'reachable' if self.want_ok else 'unreachable'}"
+                                      f" over TCP within {self.deadline_s:.0f}s of the API write ({probes} probes)")
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self.error = exc
+
+    def wait(self) -> tuple[float, float, int]:
+        self._thread.join()
+        if self.error:
+            raise self.error
+        return self.found
+
+
+def flip_latency(fleet, svc, vantage, ready: bool) -> Seen:
+    """Flip ``svc``'s endpoints to ``ready`` and time until the datapath follows."""
+    poller = Poller(vantage, svc.cluster_ip, 80, ready)
+    time.sleep(0.03)  # let the poller get going before the write
+    t0 = time.time()
+    poller.t_write = t0
+    fleet.set_ready(svc, ready, trigger=t0)
+    api = time.time() - t0
+    seen, res, n = poller.wait()
+    return Seen(seen - t0, res, api, n)
+
+
+def create_latency(fleet, index: int, vantage) -> tuple[object, Seen]:
+    """Create one more Service (+ ready slice) and time until it answers.
+
+    The ClusterIP is only known once the create returns, so probing starts then; the blind
+    spot is the API call, recorded as ``api_s`` (the datapath cannot be ready before the
+    Service exists, so the latency itself is still exact to the probe spacing).
+    """
+    t0 = time.time()
+    svc = fleet.create_one(index, trigger=t0)
+    api = time.time() - t0
+    seen, res, n = wait_for_state(vantage, svc.cluster_ip, 80, True, t0)
+    return svc, Seen(seen - t0, res, api, n)
+
+
+def programming_latency(fleet, svc, vantage, changes: int = 20, gap_s: float = 1.2, progress=None) -> list[dict]:
+    """``changes`` readiness flips of ``svc`` (alternating not-ready / ready), spaced ``gap_s`` apart.
+
+    The gap keeps kube-proxy's ``minSyncPeriod`` (1 s by default) from batching
+    two of our changes into one sync, so each sample is one change's latency.
+    """
+    rows: list[dict] = []
+    # Start from a known state: ready and reachable.
+    fleet.set_ready(svc, True)
+    wait_for_state(vantage, svc.cluster_ip, 80, True, time.time())
+    ready = True
+    for i in range(changes):
+        time.sleep(gap_s)
+        ready = not ready
+        s = flip_latency(fleet, svc, vantage, ready)
+        rows.append(dict(change="endpoint_ready" if ready else "endpoint_not_ready", latency_s=s.latency_s,
+                         resolution_s=s.resolution_s, api_s=s.api_s, probes=s.probes))
+        if progress and (i + 1) % 5 == 0:
+            lat = [r["latency_s"] for r in rows]
+            progress(f"npl: {i + 1}/{changes} changes, p50 {np.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms")
+    if not ready:
+        fleet.set_ready(svc, True)
+        wait_for_state(vantage, svc.cluster_ip, 80, True, time.time())
+    return rows
+
+
+# --- first packet -----------------------------------------------------------------------------------------------
+
+_KUBE_SERVICES = re.compile(r'^-A KUBE-SERVICES .*?--comment "?(?P<ns>[^/" ]+)/(?P<svc>[^:" ]+)(?::(?P<port>[^" ]*))? cluster IP')
+
+
+def kube_services_order(iptables_save: str) -> tuple[list[tuple[str, str]], int]:
+    """(namespace, service) in KUBE-SERVICES rule order, and the chain's total rule count."""
+    order, total = [], 0
+    for line in iptables_save.splitlines():
+        if line.startswith("-A KUBE-SERVICES "):
+            total += 1
+            m = _KUBE_SERVICES.match(line)
+            if m:
+                order.append((m["ns"], m["svc"]))
+    return order, total
+
+
+def first_packet(vantage, targets: dict[str, tuple[str, int]], rounds: int = 200, batch: int = 400,
+                 timeout: float = 2.0) -> dict[str, list[float]]:
+    """Connect times (µs) per target label; targets are interleaved so drift hits them all alike."""
+    reqs = [ProbeRequest(host, port, ask="connect", timeout=timeout, label=label)
+            for _ in range(rounds) for label, (host, port) in targets.items()]
+    out: dict[str, list[float]] = {label: [] for label in targets}
+    failures: dict[str, int] = {label: 0 for label in targets}
+    for i in range(0, len(reqs), batch):
+        for o in vantage.run(reqs[i:i + batch]):
+            if o.outcome == OK and o.connect_us is not None:
+                out[o.label].append(o.connect_us)
+            else:
+                failures[o.label] += 1
+    bad = {k: v for k, v in failures.items() if v}
+    if bad:
+        raise RuntimeError("first-packet probes failed: " + ", ".join(f"{k} {v}/{rounds}" for k, v in bad.items()))
+    return out
+
+
+def percentiles(values, qs=(50, 90, 99)) -> dict[str, float]:
+    a = np.asarray(values, dtype=float)
+    return {f"p{q:g}": float(np.percentile(a, q)) for q in qs} if len(a) else {}
+
+
+def per_rule_slope(positions: list[int], medians_us: list[float]) -> tuple[float, float]:
+    """Least-squares slope of median connect time over rule position: (ns per rule, r²)."""
+    from scipy import stats
+
+    if len(set(positions)) < 2:
+        return float("nan"), float("nan")
+    fit = stats.linregress(positions, medians_us)
+    return fit.slope * 1000.0, fit.rvalue ** 2
+
+
+def wait_settled(scrape_fn, since: float, timeout: float = 900, progress=None, poll_s: float = 0.5) -> float:
+    """Wait until the proxy has no pending changes and synced after ``since``; returns when it happened.
+
+    Uses kube-proxy's ``..._changes_pending`` gauges and ``..._last_timestamp_seconds``.
+    """
+    end = time.time() + timeout
+    last_say = time.time()
+    while time.time() < end:
+        s = scrape_fn()
+        pending = (s.value("kubeproxy_sync_proxy_rules_endpoint_changes_pending") or 0) + \
+                  (s.value("kubeproxy_sync_proxy_rules_service_changes_pending") or 0)
+        last = s.value("kubeproxy_sync_proxy_rules_last_timestamp_seconds") or 0
+        if pending == 0 and last >= since:
+            return last
+        if progress and time.time() - last_say > 10:
+            last_say = time.time()
+            progress(f"sync: waiting for the proxy ({pending:.0f} changes pending, last sync {time.time() - last:.0f}s ago)")
+        time.sleep(poll_s)
+    raise TimeoutError(f"proxy still had pending changes {timeout:.0f}s after the writes finished")

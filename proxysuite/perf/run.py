@@ -1,0 +1,96 @@
+"""``proxysuite perf run``: the perf sweep outside pytest, against a cluster that is up (or brought up).
+
+    proxysuite cluster up --mode nftables --nodes 1 --cluster-name perf-nft
+    proxysuite perf run --mode nftables --nodes 1 --cluster-name perf-nft --scales 100,1000,5000,10000
+    proxysuite report compare-modes reports/perf -o reports/compare-modes
+
+The pytest suite (``suites/perf``) runs the same :func:`proxysuite.perf.pipeline.run_sweep`
+through the ``cluster`` fixture; this entry point exists for long sweeps and the nightly job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import OPTIONS, SuiteConfig
+from .pipeline import DEFAULT_SCALES, PerfOptions, run_sweep
+
+RUN_LABEL = "proxysuite.io/run-id"
+
+
+def _progress(msg: str) -> None:
+    print(f"[proxysuite] {msg}", file=sys.stderr, flush=True)
+
+
+def perf_namespace(k8s, run_id: str, mode: str) -> str:
+    from kubernetes import client
+
+    name = f"ps-{run_id}-perf-{mode}"
+    client.CoreV1Api(k8s).create_namespace({"metadata": {"name": name, "labels": {RUN_LABEL: run_id}}})
+    return name
+
+
+def delete_namespace(k8s, name: str) -> None:
+    from kubernetes import client
+
+    try:
+        client.CoreV1Api(k8s).delete_namespace(name, propagation_policy="Background")
+    except client.ApiException as exc:
+        if exc.status != 404:
+            _progress(f"could not delete namespace {name}: {exc.reason}")
+
+
+def parse_scales(text: str) -> tuple[int, ...]:
+    """``100,1000,5k,10k`` → (100, 1000, 5000, 10000)."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        out.append(int(float(part[:-1]) * 1000) if part.endswith("k") else int(part))
+    if not out or any(s < 5 for s in out) or out != sorted(out):
+        raise argparse.ArgumentTypeError(f"scales {text!r}: give increasing Service counts ≥ 5, e.g. 100,1000,5k,10k")
+    return tuple(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="proxysuite perf run", description="run the perf sweep on one cluster and save its frame")
+    for opt in OPTIONS:
+        if opt.flag:
+            p.add_argument(f"--{opt.name}", action="store_true", default=opt.default, help=opt.help)
+        else:
+            p.add_argument(f"--{opt.name}", type=opt.type, default=opt.default, help=opt.help)
+    p.add_argument("--scales", type=parse_scales, default=DEFAULT_SCALES, help="Service counts (default 100,1000,5000,10000)")
+    p.add_argument("--endpoints", type=int, default=2, help="endpoints per Service (default 2)")
+    p.add_argument("--first-packet-rounds", type=int, default=300)
+    p.add_argument("--npl-changes", type=int, default=20)
+    p.add_argument("--npl-creates", type=int, default=5)
+    p.add_argument("--load-seconds", type=float, default=10.0)
+    p.add_argument("--load-rps", type=float, default=500.0, help="target rps; 0 = closed loop, as fast as Locust can")
+    p.add_argument("--load-users", type=int, default=10)
+    p.add_argument("--no-restart", action="store_true", help="do not restart the proxy to time full syncs")
+    a = p.parse_args(argv)
+    from kubernetes import config as kconfig
+
+    from ..cluster import get_provider
+
+    cfg = SuiteConfig.from_mapping({o.name: getattr(a, o.name.replace("-", "_")) for o in OPTIONS})
+    cluster = get_provider(cfg).up(cfg, progress=_progress)
+    k8s = kconfig.new_client_from_config(config_file=cluster.kubeconfig)
+    ns = perf_namespace(k8s, cfg.run_id, cluster.mode)
+    opts = PerfOptions(scales=a.scales, endpoints_per_service=a.endpoints, first_packet_rounds=a.first_packet_rounds,
+                       npl_changes=a.npl_changes, npl_creates=a.npl_creates, restart_proxy=not a.no_restart,
+                       load_seconds=a.load_seconds, load_rps=a.load_rps or None, load_users=a.load_users)
+    try:
+        rec = run_sweep(cluster, k8s, ns, cfg.run_id, opts, reports_dir=cfg.reports_dir, progress=_progress)
+        paths = rec.save(cfg.reports_dir)
+        _progress(f"perf: results in {paths['parquet'].parent}")
+        print(paths["parquet"].parent)
+    finally:
+        delete_namespace(k8s, ns)
+        k8s.close()
+        cluster.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
