@@ -1,0 +1,181 @@
+"""The report's charts, drawn once with matplotlib and written twice: inline SVG for the HTML, PNG files.
+
+One library for both outputs: the HTML stays self-contained with no
+JavaScript at all (nothing to inline, nothing that can fail in a browser), and
+the PNGs need no browser (plotly's static export, kaleido, drives Chromium).
+Every chart function returns a Figure, or None when the runs have no data for it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # never pick an interactive backend on a CI box
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import anchors, tables  # noqa: E402
+
+MODE_COLORS = {"iptables": "#d62728", "nftables": "#1f77b4", "ipvs": "#2ca02c", "cilium": "#9467bd", "custom": "#8c564b"}
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
+                     "figure.dpi": 110, "savefig.bbox": "tight"})
+
+
+def _color(mode: str) -> str:
+    return MODE_COLORS.get(mode, "#7f7f7f")
+
+
+def _services_axis(ax, log=True):
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("Services")
+
+
+def sync_chart(df: pd.DataFrame):
+    full = tables.pick(df, "sync_full", "mean", phase="restart")
+    part = tables.pick(df, "sync_partial", "mean", phase="npl")
+    allsync = tables.pick(df, "sync", "mean", phase="create")
+    if full.empty and part.empty and allsync.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for t, style, what in ((full, "-o", "full sync (fresh proxy)"), (part, "--s", "partial sync (endpoint flips)"),
+                           (allsync, ":^", "any sync while creating")):
+        for mode in t.columns:
+            s = t[mode].dropna()
+            ax.plot(s.index, s.values, style, color=_color(mode), label=f"{mode}: {what}")
+    _services_axis(ax)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds (mean per sync)")
+    ax.set_title("Rule sync duration vs Services (kube-proxy metrics)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def npl_chart(df: pd.DataFrame):
+    qs = {q: tables.pick(df, "npl", q, source="datapath") for q in ("p50", "p90", "p99")}
+    metric = tables.pick(df, "npl_metric", "mean", phase="npl")
+    if all(t.empty for t in qs.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for q, style in zip(qs, ("-o", "--s", ":^")):
+        for mode in qs[q].columns:
+            s = qs[q][mode].dropna()
+            ax.plot(s.index, s.values, style, color=_color(mode), label=f"{mode} {q} (datapath, ≤10 ms)")
+    for mode in metric.columns:
+        s = metric[mode].dropna() * 1000
+        ax.plot(s.index, s.values, "x", color=_color(mode), markersize=9, mew=2,
+                label=f"{mode} mean (kube-proxy metric)")
+    _services_axis(ax)
+    ax.set_ylabel("ms from API write")
+    ax.set_title("Network programming latency")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def first_packet_chart(df: pd.DataFrame):
+    pooled = tables.pooled_first_packet(df)
+    if pooled.empty or "p50" not in pooled.columns:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for mode, g in pooled.groupby("mode"):
+        g = g[g["scale"] > 0].sort_values("scale")
+        if "p50" in g:
+            ax.plot(g["scale"], g["p50"], "-o", color=_color(mode), label=f"{mode} p50")
+            ax.plot(g["scale"], g["p99"], "--s", color=_color(mode), label=f"{mode} p99")
+        if "pod_p50" in g:
+            ax.plot(g["scale"], g["pod_p50"], ":", color=_color(mode), alpha=0.6, label=f"{mode} direct-to-pod p50")
+    for mode in ("iptables", "nftables"):
+        xs = list(anchors.KEP3866_FIRST_PACKET_US)
+        ys = [anchors.KEP3866_FIRST_PACKET_US[x][mode][3] for x in xs]
+        ax.plot(xs, ys, "D", mfc="none", color=_color(mode), label=f"KEP-3866 {mode} p99 (chart-read)")
+    _services_axis(ax)
+    ax.set_yscale("log")
+    ax.set_ylabel("µs (TCP handshake, new connection)")
+    ax.set_title("First-packet latency vs Services")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def position_chart(df: pd.DataFrame):
+    pm = tables.position_medians(df)
+    if pm.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    cmap = plt.get_cmap("viridis")
+    scales = sorted(pm["scale"].unique())
+    for i, scale in enumerate(scales):
+        g = pm[pm["scale"] == scale]
+        c = cmap(i / max(1, len(scales) - 1))
+        ax.plot(g["position"], g["median_us"], "o", color=c, label=f"{scale} Services")
+        if g["position"].nunique() >= 2:
+            k, b = np.polyfit(g["position"].astype(float), g["median_us"], 1)
+            xs = np.array([0, g["position"].max()])
+            ax.plot(xs, k * xs + b, "-", color=c, alpha=0.6, label=f"fit: {k * 1000:.1f} ns/rule")
+    ax.set_xlabel("position of the Service's rule in KUBE-SERVICES")
+    ax.set_ylabel("median first-packet µs")
+    ax.set_title("iptables: cost of walking KUBE-SERVICES")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def locust_chart(df: pd.DataFrame):
+    p50 = tables.pick(df, "locust", "p50_us", phase="load")
+    if p50.empty:
+        return None
+    p99 = tables.pick(df, "locust", "p99_us", phase="load")
+    rps = tables.pick(df, "locust", "throughput_rps", phase="load")
+    bound = tables.pick(df, "locust", "generator_bound", phase="load")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.6))
+    for mode in p50.columns:
+        a1.plot(p50.index, p50[mode], "-o", color=_color(mode), label=f"{mode} p50")
+        a1.plot(p99.index, p99[mode], "--s", color=_color(mode), label=f"{mode} p99")
+        a2.plot(rps.index, rps[mode], "-o", color=_color(mode), label=mode)
+        if mode in bound.columns:
+            b = bound[mode].fillna(0) > 0
+            if b.any():
+                a2.plot(rps.index[b], rps[mode][b], "X", color="black", markersize=10, label=f"{mode}: generator-bound")
+    for a in (a1, a2):
+        _services_axis(a)
+        a.legend(fontsize=7)
+    a1.set_ylabel("µs per request (raw request-event timings)")
+    a1.set_yscale("log")
+    a1.set_title("Locust latency through a Service")
+    a2.set_ylabel("requests/s")
+    a2.set_title("Locust throughput")
+    return fig
+
+
+def trend_chart(trend: pd.DataFrame):
+    if trend.empty or trend.groupby("mode")["run_id"].nunique().max() < 2:
+        return None
+    keys = [k for k in trend["key"].unique()]
+    n = len(keys)
+    cols = 3
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(9, 2.4 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        g = trend[trend["key"] == key]
+        for mode, gm in g.groupby("mode"):
+            gm = gm.sort_values("started")
+            ax.plot(gm["started"], gm["value"], "-o", color=_color(mode), label=mode)
+        ax.set_title(key, fontsize=8)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=6)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle("Trend across runs (each run's largest scale)")
+    fig.tight_layout()
+    return fig
+
+
+def render(fig, png_path) -> str:
+    """Write the PNG and return the SVG markup (XML prolog stripped, so it can sit inside HTML)."""
+    fig.savefig(png_path, format="png")
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]

@@ -1,0 +1,362 @@
+"""``proxysuite report compare-modes RESULTS...``: one report comparing proxy modes side by side.
+
+RESULTS are run directories, ``results.parquet`` or ``results.csv`` files (or a
+directory holding many runs, e.g. the nightly history). The newest run of each
+mode is compared; older runs feed the trend chart. Writes into ``--out``:
+
+* ``compare-modes.html`` — self-contained (inline SVG charts, no scripts, no network);
+* ``summary.md`` — the per-mode comparison table filled with measured values, the
+  KEP-3866 first-packet slope beside ours, baseline regressions;
+* ``charts/*.png`` — the same charts as files;
+* ``baseline.csv`` — every compared figure, when ``--baseline`` is given.
+
+Exit status: 0, or 3 with ``--fail-on-regression`` when a figure regressed beyond the tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..perf.frames import load
+from . import anchors, charts, tables
+
+DEFAULT_TOLERANCE = 0.25
+"""A figure regresses when it is more than 25 % worse than the baseline (and beyond its noise floor).
+25 % is kube-burner's documented example for P99 comparisons; a 2-vCPU VM's run-to-run noise is ~10–15 %."""
+
+
+def _fmt(v, unit: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if unit == "s":
+        return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+    if unit == "ms":
+        return f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
+    if unit == "us":
+        return f"{v:.0f} µs" if v >= 10 else f"{v:.1f} µs"
+    if unit == "bytes":
+        return f"{v / 2**20:.0f} MiB"
+    if unit == "rps":
+        return f"{v:.0f} rps"
+    return f"{v:.3g} {unit}".strip()
+
+
+def _at(table: pd.DataFrame, mode: str, scale=None):
+    if table.empty or mode not in table.columns:
+        return None, None
+    s = table[mode].dropna()
+    if s.empty:
+        return None, None
+    if scale is None:
+        return s.index[-1], s.iloc[-1]
+    return (scale, s.loc[scale]) if scale in s.index else (None, None)
+
+
+def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The classic per-mode table (service lookup cost, rule sync, programming latency, memory, CPU, load)."""
+    modes = sorted(df["mode"].unique())
+    pooled = tables.pooled_first_packet(df)
+    slope = tables.pick(df, "first_packet", "slope_per_rule")
+    full = tables.pick(df, "sync_full", "mean", phase="restart")
+    part = tables.pick(df, "sync_partial", "mean", phase="npl")
+    npl50, npl99 = tables.pick(df, "npl", "p50", source="datapath"), tables.pick(df, "npl", "p99", source="datapath")
+    nplm = tables.pick(df, "npl_metric", "mean", phase="npl")
+    rss = tables.pick(df, "proxy", "rss", phase="restart")
+    if rss.empty:
+        rss = tables.pick(df, "proxy", "rss", phase="npl")
+    cpu = tables.pick(df, "proxy", "cpu_seconds", phase="npl")
+    cpu_full = tables.pick(df, "proxy", "cpu_seconds", phase="restart")
+    lp50, lp99 = tables.pick(df, "locust", "p50_us", phase="load"), tables.pick(df, "locust", "p99_us", phase="load")
+    lrps, lbound = tables.pick(df, "locust", "throughput_rps", phase="load"), tables.pick(df, "locust", "generator_bound", phase="load")
+    npl_changes = df[(df["metric"] == "npl") & (df["kind"] == "sample")].groupby(["mode", "scale"]).size()
+
+    header = ["", *modes]
+    rows = []
+
+    def row(name, fn):
+        rows.append([name, *[fn(m) for m in modes]])
+
+    def lookup(m):
+        g = pooled[(pooled["mode"] == m) & (pooled["scale"] > 0)].sort_values("scale") if not pooled.empty else pooled
+        if g is None or g.empty or "p50" not in g:
+            return "–"
+        lo, hi = g.iloc[0], g.iloc[-1]
+        txt = (f"p50 {_fmt(lo['p50'], 'us')} / p99 {_fmt(lo['p99'], 'us')} at {lo['scale']:,} → "
+               f"p50 {_fmt(hi['p50'], 'us')} / p99 {_fmt(hi['p99'], 'us')} at {hi['scale']:,}")
+        sc, sl = _at(slope, m)
+        if sl is not None:
+            txt += f"; {sl:.1f} ns per rule ahead (at {sc:,})"
+        return txt
+
+    def sync(m):
+        parts = []
+        for t, what in ((full, "full"), (part, "partial")):
+            if not t.empty and m in t.columns:
+                s = t[m].dropna()
+                if len(s):
+                    parts.append(f"{what} {_fmt(s.iloc[0], 's')} at {s.index[0]:,} → {_fmt(s.iloc[-1], 's')} at {s.index[-1]:,}")
+        return "; ".join(parts) or "–"
+
+    def npl(m):
+        sc, p50 = _at(npl50, m)
+        if p50 is None:
+            return "–"
+        _, p99 = _at(npl99, m, sc)
+        _, mm = _at(nplm, m, sc)
+        n = npl_changes.get((m, sc), 0)
+        txt = f"p50 {_fmt(p50, 'ms')} / p99 {_fmt(p99, 'ms')} at {sc:,} ({n} changes)"
+        if mm is not None:
+            txt += f"; kube-proxy metric mean {_fmt(mm, 's')}"
+        return txt
+
+    def mem(m):
+        s = rss[m].dropna() if not rss.empty and m in rss.columns else pd.Series(dtype=float)
+        return f"{_fmt(s.iloc[0], 'bytes')} at {s.index[0]:,} → {_fmt(s.iloc[-1], 'bytes')} at {s.index[-1]:,}" if len(s) else "–"
+
+    def cpu_fn(m):
+        parts = []
+        sc, c = _at(cpu_full, m)
+        if c is not None:
+            parts.append(f"{c:.2f} CPU-s from start to first full sync at {sc:,}")
+        sc, c = _at(cpu, m)
+        if c is not None:
+            n = npl_changes.get((m, sc), 0)
+            parts.append(f"{c:.2f} CPU-s for {n} changes at {sc:,}" + (f" ({c / n * 1000:.0f} ms per change)" if n else ""))
+        return "; ".join(parts) or "–"
+
+    def load_fn(m):
+        sc, p50 = _at(lp50, m)
+        if p50 is None:
+            return "–"
+        _, p99 = _at(lp99, m, sc)
+        _, r = _at(lrps, m, sc)
+        _, b = _at(lbound, m, sc)
+        return f"p50 {_fmt(p50, 'us')} / p99 {_fmt(p99, 'us')}, {_fmt(r, 'rps')} at {sc:,}" + (" — **generator-bound**" if b else "")
+
+    row("Service lookup cost (first packet, new TCP connection)", lookup)
+    row("Rule sync time (mean per sync)", sync)
+    row("Network programming latency (datapath)", npl)
+    row("Proxy memory (RSS)", mem)
+    row("Proxy CPU", cpu_fn)
+    row("Load through a Service (Locust, new connection per request)", load_fn)
+    return header, rows
+
+
+def slope_section(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """Our per-rule slope(s) beside KEP-3866's 22–24 ns/rule, with the difference explained."""
+    lo, hi = anchors.KEP3866_SLOPE_NS_PER_RULE
+    pooled = tables.pooled_first_packet(df)
+    cross = tables.cross_mode_slope(pooled, "p99")
+    cross50 = tables.cross_mode_slope(pooled, "p50")
+    pos = tables.pick(df, "first_packet", "slope_per_rule")
+    lines = [f"KEP-3866's chart implies **{lo:.0f}–{hi:.0f} ns per KUBE-SERVICES rule** at p99 "
+             f"((iptables p99 − nftables p99) / Services at 5k, 10k and 30k; {anchors.KEP3866_SOURCE})."]
+    rows = []
+    if not pos.empty and "iptables" in pos.columns:
+        for sc, v in pos["iptables"].dropna().items():
+            rows.append({"method": "median vs rule position (iptables)", "scale": sc, "ns_per_rule": v})
+    for name, t in (("(iptables − nftables) p99 / Services", cross), ("(iptables − nftables) p50 / Services", cross50)):
+        for _, r in t.iterrows():
+            rows.append({"method": name, "scale": int(r["scale"]), "ns_per_rule": r["ns_per_rule"]})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        lines.append("This run set has no iptables first-packet data, so no slope of ours to compare.")
+        return "\n\n".join(lines), table
+    best = table[table["method"].str.startswith("median")]
+    ours = best.loc[best["scale"].idxmax(), "ns_per_rule"] if not best.empty else table.loc[table["scale"].idxmax(), "ns_per_rule"]
+    lines.append(f"Ours: **{ours:.1f} ns per rule** ({'within' if lo <= ours <= hi else 'outside'} KEP-3866's range; "
+                 f"{ours / ((lo + hi) / 2):.2f}× its midpoint).")
+    lines.append(
+        "Why the figures differ: (1) *method* — ours regresses the median handshake time on the rule's measured "
+        "position in `KUBE-SERVICES` within one ruleset, so client, veth and conntrack costs cancel; KEP-3866 "
+        "subtracts two modes' p99 at equal Service counts, which also folds in the tail noise of each run and "
+        "assumes its target sat at the end of the chain (a random target sits in the middle on average, which "
+        "halves the apparent per-rule cost); (2) *datapath* — the iptables here is "
+        f"`{_meta_value(df, 'iptables_version') or 'unknown'}`: with the nf_tables backend each rule is nft "
+        "bytecode run through the xtables compatibility matches, not the legacy `ipt_do_table` loop, and the "
+        "kernel differs; (3) *machine* — per-rule cost is CPU time in softirq, so it scales with the "
+        "host's clock and cache (a small VM here, a cloud VM of unknown type there); (4) *what is timed* — "
+        "SYN → SYN-ACK at the client, where only the SYN walks the nat chain and the SYN-ACK is un-NATed by conntrack.")
+    return "\n\n".join(lines), table
+
+
+def _meta_value(df: pd.DataFrame, key: str):
+    metas = df.attrs.get("metas", {})
+    for m in metas.values():
+        if m.get(key):
+            return m[key]
+    return None
+
+
+def _md_table(header, rows) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _html_table(header, rows) -> str:
+    def cell(c):
+        s = html.escape(str(c)).replace("**", "")
+        return s
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _df_rows(t: pd.DataFrame, fmt=None) -> tuple[list[str], list[list[str]]]:
+    fmt = fmt or {}
+    rows = []
+    for _, r in t.iterrows():
+        rows.append([fmt[c](r[c]) if c in fmt else (f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c])) for c in t.columns])
+    return list(map(str, t.columns)), rows
+
+
+META_FIELDS = ("kubernetes_version", "proxy_mode_reported", "proxy_minSyncPeriod", "proxy_syncPeriod", "node_kernel", "node_cpus",
+               "iptables_version", "iptables_backend", "nft_version", "generator_cpus", "scales", "endpoints_per_service")
+
+
+def build(results: list[str], out: Path, baseline: list[str] | None = None, tolerance: float = DEFAULT_TOLERANCE,
+          title: str = "proxysuite: Service proxy modes compared") -> dict:
+    all_df, metas = load(results)
+    all_df.attrs["metas"] = metas
+    df = tables.latest_runs(all_df)
+    df.attrs["metas"] = {k: v for k, v in metas.items() if k in set(df["run_id"])}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "charts").mkdir(exist_ok=True)
+
+    figures = [
+        ("sync", "Rule sync duration", charts.sync_chart(df),
+         "Mean duration per sync from kube-proxy's histograms, as deltas over each phase: full syncs from a freshly "
+         "restarted proxy at that scale, partial syncs while endpoints flip."),
+        ("npl", "Network programming latency", charts.npl_chart(df),
+         f"From the API write to the first probe that sees the change; probes every ≤10 ms from the client pod. "
+         f"Crosses: kube-proxy's own metric over the same window (buckets ≥{anchors.NPL_METRIC_BUCKET_S * 1000:.0f} ms)."),
+        ("first_packet", "First-packet latency vs Services", charts.first_packet_chart(df),
+         "TCP handshake of a new connection per sample (only the first packet meets the NAT rules). Pooled over "
+         "Services at the start, middle and end of the chain; dotted: straight to a pod. Diamonds: KEP-3866 p99 (chart-read)."),
+        ("position", "iptables: per-rule cost", charts.position_chart(df),
+         "Median handshake per target against the position of its rule in KUBE-SERVICES; the fitted slope is the per-rule cost."),
+        ("locust", "Locust through a Service", charts.locust_chart(df),
+         f"Raw per-request timings from Locust's request event into HDR histograms. {anchors.LOCUST_ROUNDING} "
+         "Black crosses: runs where the generator, not the proxy, was the bottleneck."),
+        ("trend", "Trend across runs", charts.trend_chart(tables.trend(all_df)),
+         "Each run's figures at its largest scale, over the run's start time."),
+    ]
+    rendered = []
+    for key, name, fig, caption in figures:
+        if fig is None:
+            continue
+        svg = charts.render(fig, out / "charts" / f"{key}.png")
+        rendered.append((key, name, svg, caption))
+
+    header, rows = comparison_table(df)
+    slope_text, slope_table = slope_section(df)
+    bound = df[(df["metric"] == "locust") & (df["stat"] == "generator_bound") & (df["value"] > 0)]
+    notes = df[(df["metric"] == "locust") & (df["stat"] == "generator_bound_note")] if "note" in df.columns else df.iloc[0:0]
+
+    regress = None
+    if baseline:
+        base_df, _ = load(baseline)
+        regress = tables.compare_to_baseline(df, base_df, tolerance)
+        regress.to_csv(out / "baseline.csv", index=False)
+
+    # --- Markdown ---------------------------------------------------------------------------------------------
+    runs = df.groupby(["mode", "run_id"])["started"].first().reset_index()
+    md = [f"# {title}", "",
+          "Runs: " + ", ".join(f"{r['mode']} `{r['run_id']}` ({r['started']:%Y-%m-%d %H:%M} UTC)" for _, r in runs.iterrows()), "",
+          "## Per-mode comparison (measured)", "", _md_table(header, rows), "",
+          "## First-packet slope beside KEP-3866", "", slope_text, ""]
+    if not slope_table.empty:
+        md += [_md_table(*_df_rows(slope_table, {"ns_per_rule": lambda v: f"{v:.1f}"})), ""]
+    if len(bound):
+        md += ["## Generator-bound load runs", ""]
+        for _, r in bound.iterrows():
+            note = notes[(notes["mode"] == r["mode"]) & (notes["scale"] == r["scale"])]["note"]
+            md.append(f"- {r['mode']} at {r['scale']:,} Services: Locust was CPU-bound"
+                      + (f" ({note.iloc[0]})" if len(note) else "") + "; its latencies include the generator's own queueing.")
+        md.append("")
+    if regress is not None:
+        bad = regress[regress["regression"]]
+        md += [f"## Against the baseline (tolerance {tolerance:.0%}, beyond each figure's noise floor)", "",
+               f"{len(bad)} regression(s) in {len(regress)} compared figures." if len(regress) else
+               "The baseline shares no (mode, scale, figure) with these runs.", ""]
+        if len(bad):
+            md += [_md_table(*_df_rows(bad[["mode", "scale", "key", "value_baseline", "value", "change"]],
+                                       {"change": lambda v: f"{v:+.0%}"})), ""]
+    md += ["## Run metadata", "", _md_table(["run", *META_FIELDS],
+                                           [[rid, *[str(m.get(f, "–")) for f in META_FIELDS]] for rid, m in df.attrs["metas"].items()]), ""]
+    (out / "summary.md").write_text("\n".join(md))
+
+    # --- HTML -------------------------------------------------------------------------------------------------
+    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;"
+           "vertical-align:top;text-align:left}th{background:#f3f3f3}figure.chart{margin:1.5em 0}"
+           "figure.chart svg{max-width:100%;height:auto}figcaption{font-size:13px;color:#555}.bad{color:#b00;font-weight:bold}"
+           ".warn{background:#fff3cd;border:1px solid #e0c36a;padding:.5em 1em}")
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {len(all_df['run_id'].unique())} run(s).</p>",
+            "<h2>Per-mode comparison (measured)</h2>", _html_table(header, rows)]
+    for _, r in bound.iterrows():
+        note = notes[(notes["mode"] == r["mode"]) & (notes["scale"] == r["scale"])]["note"]
+        body.append(f"<p class='warn' data-flag='generator-bound'>Generator-bound: {html.escape(r['mode'])} at "
+                    f"{r['scale']:,} Services — Locust was CPU-bound{(' (' + html.escape(note.iloc[0]) + ')') if len(note) else ''}; "
+                    "its latencies include the generator's own queueing.</p>")
+    body += ["<h2>First-packet slope beside KEP-3866</h2>"] + [f"<p>{_md_inline(p)}</p>" for p in slope_text.split("\n\n")]
+    if not slope_table.empty:
+        body.append(_html_table(*_df_rows(slope_table, {"ns_per_rule": lambda v: f"{v:.1f}"})))
+    for key, name, svg, caption in rendered:
+        body.append(f"<figure class='chart' data-chart='{key}'><h2>{html.escape(name)}</h2>{svg}"
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if regress is not None:
+        body.append(f"<h2>Against the baseline (tolerance {tolerance:.0%})</h2>")
+        if len(regress):
+            h, rr = _df_rows(regress[["mode", "scale", "key", "value_baseline", "value", "change", "regression"]],
+                             {"change": lambda v: f"{v:+.0%}"})
+            body.append(_html_table(h, rr).replace("<td>True</td>", "<td class='bad'>REGRESSION</td>").replace("<td>False</td>", "<td>ok</td>"))
+    body.append("<h2>Run metadata</h2>")
+    body.append(_html_table(["run", *META_FIELDS], [[rid, *[str(m.get(f, "–")) for f in META_FIELDS]] for rid, m in df.attrs["metas"].items()]))
+    doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{css}</style></head><body>{''.join(body)}</body></html>")
+    (out / "compare-modes.html").write_text(doc, encoding="utf-8")
+    return {"html": out / "compare-modes.html", "markdown": out / "summary.md", "charts": [k for k, *_ in rendered],
+            "regressions": int(regress["regression"].sum()) if regress is not None else 0}
+
+
+def _md_inline(text: str) -> str:
+    s = html.escape(text)
+    parts = s.split("**")
+    s = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+    parts = s.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="proxysuite report compare-modes", description=__doc__.split("\n\n")[0])
+    p.add_argument("results", nargs="+", help="run directories, results.parquet/results.csv files, or a history directory")
+    p.add_argument("-o", "--out", default="reports/compare-modes", help="output directory (default: reports/compare-modes)")
+    p.add_argument("--baseline", nargs="+", help="baseline run(s) to compare against")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="relative regression tolerance (default 0.25)")
+    p.add_argument("--fail-on-regression", action="store_true", help="exit 3 when any figure regressed")
+    p.add_argument("--title", default="proxysuite: Service proxy modes compared")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare-modes"]:  # `proxysuite report compare-modes ...` hands us the subcommand too
+        argv = argv[1:]
+    a = p.parse_args(argv)
+    res = build(a.results, Path(a.out), a.baseline, a.tolerance, a.title)
+    print(f"report: {res['html']} ({len(res['charts'])} charts: {', '.join(res['charts'])}); summary: {res['markdown']}"
+          + (f"; {res['regressions']} regression(s) against the baseline" if a.baseline else ""))
+    return 3 if a.fail_on_regression and res["regressions"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Numbers the report shows, pulled out of run frames.
+
+Everything is computed from the tidy frame (``perf.frames``): summary rows for
+figures measured once per scale, sample rows to recompute percentiles over
+pooled targets. With several runs per mode, the charts and tables use the
+latest run of each mode and the trend uses all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SERVICE_TARGETS = ("first", "first+1", "middle", "last-1", "last")
+"""Labels of first-packet targets that are Services (the rest, ``pod-direct``, is the baseline)."""
+
+
+def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the newest run of every mode."""
+    newest = df.sort_values("started").groupby("mode")["run_id"].last()
+    return df[df["run_id"].isin(newest.values)]
+
+
+def _col(df, name):
+    return df[name] if name in df.columns else pd.Series([pd.NA] * len(df), index=df.index)
+
+
+def pick(df: pd.DataFrame, metric: str, stat: str, phase: str | None = None, target: str | None = None,
+         source: str | None = None) -> pd.DataFrame:
+    """Summary values as a (scale × mode) table."""
+    m = (df["kind"] == "summary") & (df["metric"] == metric) & (df["stat"] == stat)
+    if phase is not None:
+        m &= _col(df, "phase") == phase
+    if target is not None:
+        m &= df["target"] == target
+    if source is not None:
+        m &= df["source"] == source
+    sub = df[m.fillna(False)]
+    if sub.empty:
+        return pd.DataFrame()
+    return sub.pivot_table(index="scale", columns="mode", values="value", aggfunc="last").sort_index()
+
+
+def pooled_first_packet(df: pd.DataFrame) -> pd.DataFrame:
+    """p50/p90/p99 of all Service-target connect times per (mode, scale), and the pod-direct p50."""
+    s = df[(df["kind"] == "sample") & (df["metric"] == "first_packet")]
+    rows = []
+    for (mode, scale), g in s.groupby(["mode", "scale"]):
+        svc = g[g["target"].isin(SERVICE_TARGETS)]["value"].to_numpy()
+        pod = g[g["target"] == "pod-direct"]["value"].to_numpy()
+        row = {"mode": mode, "scale": int(scale), "n": len(svc)}
+        if len(svc):
+            row.update({f"p{q}": float(np.percentile(svc, q)) for q in (1, 50, 90, 99)})
+        if len(pod):
+            row.update(pod_p50=float(np.median(pod)), pod_p99=float(np.percentile(pod, 99)))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def position_medians(df: pd.DataFrame, mode: str = "iptables") -> pd.DataFrame:
+    """Median connect time per KUBE-SERVICES position (iptables), per scale."""
+    s = df[(df["kind"] == "sample") & (df["metric"] == "first_packet") & (df["mode"] == mode)]
+    if "position" not in s.columns:
+        return pd.DataFrame()
+    s = s[s["position"].notna()]
+    if s.empty:
+        return pd.DataFrame()
+    return s.groupby(["scale", "position"], as_index=False)["value"].median().rename(columns={"value": "median_us"})
+
+
+def cross_mode_slope(pooled: pd.DataFrame, q: str = "p99", slow: str = "iptables", fast: str = "nftables") -> pd.DataFrame:
+    """KEP-3866's arithmetic on our data: (RTT_slow − RTT_fast) / services, in ns per Service rule."""
+    if pooled.empty or q not in pooled.columns:
+        return pd.DataFrame()
+    p = pooled.pivot_table(index="scale", columns="mode", values=q)
+    if slow not in p.columns or fast not in p.columns:
+        return pd.DataFrame()
+    p = p[p.index > 0]
+    out = pd.DataFrame({"scale": p.index, "diff_us": p[slow] - p[fast]})
+    out["ns_per_rule"] = out["diff_us"] * 1000 / out["scale"]
+    return out.dropna()
+
+
+# --- baseline comparison -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    metric: str
+    stat: str
+    phase: str | None
+    target: str | None
+    better: str
+    """``lower`` or ``higher``."""
+    floor: float
+    """Absolute change below this is noise whatever the ratio (same unit as the value)."""
+    label: str
+
+
+KEYS = (
+    Key("sync_full", "mean", "restart", None, "lower", 0.005, "full sync mean (s)"),
+    Key("sync_partial", "mean", "npl", None, "lower", 0.005, "partial sync mean (s)"),
+    Key("npl", "p50", None, None, "lower", 20.0, "programming latency p50 (ms, datapath)"),
+    Key("npl", "p99", None, None, "lower", 20.0, "programming latency p99 (ms, datapath)"),
+    Key("first_packet", "p50", None, "last", "lower", 5.0, "first packet p50, last rule (µs)"),
+    Key("first_packet", "p99", None, "last", "lower", 10.0, "first packet p99, last rule (µs)"),
+    Key("proxy", "rss", "restart", None, "lower", 4 * 2**20, "proxy RSS after full sync (bytes)"),
+    Key("locust", "p99_us", "load", None, "lower", 100.0, "Locust p99 (µs)"),
+    Key("locust", "throughput_rps", "load", None, "higher", 5.0, "Locust throughput (rps)"),
+)
+
+
+def key_values(df: pd.DataFrame) -> pd.DataFrame:
+    """Long table (mode, scale, key, value) of the KEYS, from the latest run per mode."""
+    rows = []
+    for k in KEYS:
+        t = pick(df, k.metric, k.stat, phase=k.phase, target=k.target)
+        for scale, r in t.iterrows():
+            for mode, v in r.items():
+                if pd.notna(v):
+                    rows.append({"mode": mode, "scale": int(scale), "key": k.label, "value": float(v)})
+    return pd.DataFrame(rows, columns=["mode", "scale", "key", "value"])
+
+
+def compare_to_baseline(current: pd.DataFrame, baseline: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Every KEY at every (mode, scale) both runs have, with the relative change and a regression flag.
+
+    A regression is a change in the bad direction by more than ``tolerance`` (relative)
+    **and** more than the key's noise floor (absolute).
+    """
+    cur, base = key_values(latest_runs(current)), key_values(latest_runs(baseline))
+    m = cur.merge(base, on=["mode", "scale", "key"], suffixes=("", "_baseline"))
+    better = {k.label: k.better for k in KEYS}
+    floor = {k.label: k.floor for k in KEYS}
+    m["change"] = (m["value"] - m["value_baseline"]) / m["value_baseline"].where(m["value_baseline"] != 0)
+    worse = np.where(m["key"].map(better) == "lower", m["change"], -m["change"])
+    m["regression"] = (worse > tolerance) & ((m["value"] - m["value_baseline"]).abs() > m["key"].map(floor))
+    return m.sort_values(["regression", "mode", "key", "scale"], ascending=[False, True, True, True]).reset_index(drop=True)
+
+
+def trend(df: pd.DataFrame) -> pd.DataFrame:
+    """Each KEY at each run's largest scale, over run start time (for the trend chart)."""
+    rows = []
+    for run_id, g in df.groupby("run_id"):
+        kv = key_values(g)
+        if kv.empty:
+            continue
+        top = kv[kv["scale"] == kv["scale"].max()]
+        for _, r in top.iterrows():
+            rows.append({"run_id": run_id, "mode": r["mode"], "started": g["started"].iloc[0], "scale": r["scale"],
+                         "key": r["key"], "value": r["value"]})
+    return pd.DataFrame(rows)
