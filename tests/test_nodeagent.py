@@ -387,6 +387,30 @@ def test_restarted_agent_adopts_running_pod(node):
     assert not Path(f"/proc/{pid}").exists() or rt._is_zombie(pid)
 
 
+def test_container_that_died_while_agent_was_down_is_restarted(node):
+    pod = make_pod("phoenix", [{"name": "c", "image": "registry.k8s.io/pause:3.10"}])
+    sink = Sink()
+    w1 = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w1.start()
+    sink.wait("Running", lambda s: s.get("phase") == "Running")
+    pid = w1.containers[0].proc.pid
+    w1.detach()
+    w1.join(5)
+    os.kill(pid, signal.SIGKILL)
+    w1.containers[0].proc.wait(5)  # reap it: the test process is its parent here
+
+    sink2 = Sink()
+    w2 = rt.PodWorker(pod, node, sink2, sink2.on_finished)
+    w2.start()
+    try:
+        st = sink2.wait("restarted", lambda s: s["containerStatuses"][0]["restartCount"] == 1 and "running" in s["containerStatuses"][0]["state"])
+        assert st["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 137
+        assert w2.containers[0].proc.pid != pid
+    finally:
+        w2.kill_now()
+        w2.join(10)
+
+
 # ------------------------------------------------------------------------------------------
 # The whole agent against a real control plane (kube-apiserver with Node,RBAC + NodeRestriction,
 # kube-controller-manager, kube-scheduler), through the plugin's ``cluster`` fixture:

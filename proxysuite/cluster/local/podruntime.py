@@ -877,9 +877,10 @@ class PodWorker:
     def _save_state(self) -> None:
         data = {"uid": self.uid, "key": self.key, "netns": None if self.host_network else self.netns,
                 "veth": self.veth, "podIP": self.pod_ip, "hostNetwork": self.host_network,
-                "containers": {c.name: {"pid": c.proc.pid, "starttime": c.proc.starttime, "restartCount": c.restart_count,
-                                        "startedAt": c.started_at, "init": c.init}
-                               for c in self.init + self.containers if c.proc is not None and c.running}}
+                "containers": {c.name: {"pid": c.proc.pid if c.proc else None, "starttime": c.proc.starttime if c.proc else None,
+                                        "running": c.running, "restartCount": c.restart_count, "startedAt": c.started_at,
+                                        "exitCode": c.exit_code, "finishedAt": c.finished_at, "init": c.init}
+                               for c in self.init + self.containers if c.ever_ran}}
         path = self._state_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -920,19 +921,24 @@ class PodWorker:
             else:
                 self.sandbox_error = ""
         if saved and self.sandbox_ready:
+            api = {st.get("name"): st for st in (self.pod.get("status") or {}).get("containerStatuses") or []}
             for c in self.init + self.containers:
                 info = (saved.get("containers") or {}).get(c.name)
                 if not info:
                     continue
-                proc = ContainerProcess.adopt(info["pid"], info["starttime"])
-                c.restart_count = info.get("restartCount", 0)
+                c.restart_count, c.started_at, c.ever_ran = info.get("restartCount", 0), info.get("startedAt"), True
+                c.started_mono = time.monotonic() - _age_seconds(c.started_at)
+                c.container_id = self._container_id(c)
+                proc = ContainerProcess.adopt(info["pid"], info["starttime"]) if info.get("running") and info.get("pid") else None
                 if proc is not None:
-                    c.proc, c.started_at, c.ever_ran = proc, info.get("startedAt"), True
-                    c.started_mono = time.monotonic() - _age_seconds(c.started_at)
-                    c.container_id = self._container_id(c)
-                    api = {st.get("name"): st for st in (self.pod.get("status") or {}).get("containerStatuses") or []}
+                    c.proc = proc
                     self._start_probers(c, adopted=api.get(c.name) or {})
                     log.info("pod %s: adopted container %s (pid %d)", self.key, c.name, proc.pid)
+                else:
+                    # It exited before the agent stopped, or while it was down (exit code unknown: 137,
+                    # like kubelet's ContainerStatusUnknown); the restart policy decides what follows.
+                    c.exit_code = 137 if info.get("running") else info.get("exitCode")
+                    c.finished_at = info.get("finishedAt") or now_rfc3339()
             # Init containers of a pod whose main containers already ran are done.
             if any(c.ever_ran for c in self.containers):
                 self.init_done = True
@@ -996,9 +1002,6 @@ class PodWorker:
         for c in self.init + self.containers:
             if c.running and not c.killing:
                 self._kill_async(c, max(0.0, (self.grace_deadline or now) - now), reason="pod deletion")
-            if not c.running and c.proc is None and c.exit_code is None:
-                # Never started (waiting): nothing to kill; it ends as a never-run container.
-                pass
         if not any(c.running for c in self.init + self.containers):
             for c in self.init + self.containers:
                 c.ready = False
