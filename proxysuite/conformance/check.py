@@ -182,7 +182,8 @@ class Conformance:
                 jig.wait_reachable(v, t)
             except AssertionError as exc:
                 jig.log("note", f"not programmed yet: {exc}")
-        obs = jig.probe(v, t, count=count or row.count, ask=ask, label=row.id)
+        obs = jig.probe(v, t, count=count or row.count, ask=ask, label=row.id, interval=row.interval,
+                        timeout=row.timeout)
         ctx = self.context(jig, v, t, placement, allowed)
         if row.note:
             self.record.notes.append(row.note)

@@ -102,6 +102,20 @@ def _all_outcome(outcome: str):
     return pred
 
 
+def _locally_rejected(o: Observation) -> bool:
+    # From the host network, a packet that the proxy's OUTPUT-path REJECT rule answers never leaves:
+    # send() fails with EPERM (the engine reports outcome "error", PermissionError). Seen on the
+    # local provider: node -> ClusterIP without endpoints over UDP.
+    return o.outcome == "error" and (o.error or "").startswith("PermissionError")
+
+
+def _refused(obs, ctx):
+    if all(o.outcome == _REFUSED or _locally_rejected(o) for o in obs):
+        local = sum(_locally_rejected(o) for o in obs)
+        return Verdict(True, f"all {len(obs)} refused" + (f" ({local} rejected on the sending host: EPERM)" if local else ""))
+    return Verdict(False, analysis.summary(obs))
+
+
 def _reach(obs, ctx):
     counts = analysis.outcomes(obs)
     if set(counts) != {OK}:
@@ -176,7 +190,7 @@ def _sticky(obs, ctx):
 REACH = Expectation("REACH", "every probe is answered, only by backends that may get traffic", _reach)
 REACH_ALL = Expectation("REACH_ALL", "every probe is answered and every ready backend answers at least once", _reach_all)
 REACH_LOCAL = Expectation("REACH_LOCAL", "every probe is answered by a backend on the receiving node", _reach_local)
-REFUSED = Expectation("REFUSED", "every connection is actively refused (TCP RST / ICMP port unreachable: REJECT)", _all_outcome(_REFUSED))
+REFUSED = Expectation("REFUSED", "every connection is actively refused (TCP RST / ICMP port unreachable: REJECT)", _refused)
 TIMEOUT = Expectation("TIMEOUT", "no probe gets any answer (DROP or blackhole)", _all_outcome(_TIMEOUT))
 NO_REACH = Expectation("NO_REACH", "no probe is answered by anything (refused, timeout or unreachable)", _no_reach)
 SRC_IP_PRESERVED = Expectation("SRC_IP_PRESERVED", "the backend sees the client's own address", _src_preserved)
@@ -190,7 +204,9 @@ OUTCOMES = (REACH, REFUSED, TIMEOUT, NO_REACH)
 
 def classify(obs: Sequence[Observation], ctx: Context, candidates: Sequence[Expectation] = ()) -> str:
     """Name of the first candidate (then of :data:`OUTCOMES`) that the observations satisfy; else ``MIXED``."""
-    for exp in (*candidates, *OUTCOMES):
+    # NO_REACH is the vaguest name; report REFUSED or TIMEOUT when either describes every probe.
+    ordered = [e for e in (*candidates, *OUTCOMES) if e.name != "NO_REACH"] + [NO_REACH]
+    for exp in ordered:
         if exp.evaluate(obs, ctx).ok:
             return exp.name
     return "MIXED(" + ",".join(f"{k}:{v}" for k, v in sorted(analysis.outcomes(obs).items())) + ")"

@@ -64,7 +64,7 @@ def build_run(records: Iterable[dict], provider: str, mode: str, run_id: str) ->
     checks: dict[str, dict] = {}
     for r in records:
         c = checks.setdefault(r["check"], {"capability": r.get("capability", ""), "name": r.get("name", ""), "modes": {}})
-        c["modes"][key(provider, mode)] = {k: r.get(k) for k in ("result", "klass", "expected", "observed", "path", "reason", "notes", "duration")}
+        c["modes"][key(provider, mode)] = {k: r.get(k) for k in ("result", "klass", "expected", "observed", "path", "detail", "reason", "notes", "duration")}
     return {
         "schema": SCHEMA,
         "runs": {key(provider, mode): {"provider": provider, "mode": mode, "run_id": run_id,

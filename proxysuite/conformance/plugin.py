@@ -189,6 +189,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         "expected": rec.expected,
         "observed": rec.observed,
         "path": rec.path,
+        "detail": rec.detail,
         "reason": reason,
         "notes": rec.notes,
         "duration": round(time.monotonic() - item.stash.get(_start_key, time.monotonic()), 2),

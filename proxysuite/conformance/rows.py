@@ -32,6 +32,12 @@ class Row:
     """Which of the scenario's Services; empty = the scenario's default."""
     count: int = 10
     """Probes sent for the verdict (after the path is known to be programmed)."""
+    timeout: float = 2.0
+    """Seconds each probe waits for connect and reply; what TIMEOUT means for this row."""
+    interval: float = 0.0
+    """Seconds between probes. Rows expecting REFUSED use ~1 s: the rejecting node sends ICMP errors
+    under the kernel's per-peer rate limit (icmp_ratelimit 1000 ms, burst 6), and back-to-back
+    rejections to one client turn into silent drops (seen here: UDP refused 3 / timeout 2)."""
     note: str = ""
     """Provenance of the expectation (upstream test, KEP, PR)."""
 

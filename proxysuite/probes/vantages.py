@@ -23,6 +23,9 @@ nodeport-remote        a NodePort on the IP of a node that hosts no backend
 nodeport-localhost     127.0.0.1:NodePort (only meaningful from a node vantage)
 lb                     the first load-balancer ingress IP
 external-ip            the first of spec.externalIPs
+clusterip-wrong-port   the cluster IP on a port the Service does not have
+clusterip-wrong-proto  the cluster IP on a port the Service has only for the other protocol
+unallocated-ip         an address in the service range that no Service holds
 =====================  =========================================================
 
 A name that cannot exist on this cluster (one node has no "other node"; no
@@ -51,6 +54,9 @@ TARGETS = {
     "nodeport-localhost": "127.0.0.1:NodePort",
     "lb": "load-balancer ingress IP",
     "external-ip": "spec.externalIPs[0]",
+    "clusterip-wrong-port": "cluster IP, port not in the Service",
+    "clusterip-wrong-proto": "cluster IP, port of the other protocol",
+    "unallocated-ip": "unallocated address in the service range",
 }
 
 
@@ -80,9 +86,11 @@ class Placement:
 
 
 def placement_of(jig) -> Placement:
+    # A group scaled to zero still marks its node as a backend node: rows keep their path
+    # while a check scales backends away (termination, scale-down).
     backend_nodes = []
     for g in jig.groups.values():
-        if g["replicas"] and g["ready"] and g["node"] not in backend_nodes:
+        if g["ready"] and g["node"] not in backend_nodes:
             backend_nodes.append(g["node"])
     return Placement(tuple(jig.node_names), tuple(sorted(backend_nodes, key=jig.node_names.index)))
 
@@ -116,7 +124,7 @@ def target(jig, svc, name: str, proto: str, placement: Placement | None = None):
         return jig.target(svc, "nodeport", proto, node=p.other_node())
     if name == "nodeport-localhost":
         return jig.target(svc, "nodeport-localhost", proto, node=None)
-    if name in ("clusterip", "lb", "external-ip"):
+    if name in ("clusterip", "lb", "external-ip", "clusterip-wrong-port", "clusterip-wrong-proto", "unallocated-ip"):
         return jig.target(svc, name, proto)
     raise ValueError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
 

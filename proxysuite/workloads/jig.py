@@ -374,7 +374,32 @@ class ServiceJig:
             if not ips:
                 raise Unsupported(f"service {name} has no externalIPs", "set spec.externalIPs in the scenario")
             return Target(kind, ips[0], p["port"], proto, service=name)
+        if kind == "clusterip-wrong-port":
+            used = {q["port"] for q in svc["spec"].get("ports") or []}
+            port = next(x for x in range(8999, 9100) if x not in used)
+            return Target(kind, svc["spec"]["clusterIP"], port, proto, service=name)
+        if kind == "clusterip-wrong-proto":
+            same = {q["port"] for q in svc["spec"].get("ports") or [] if q.get("protocol", "TCP").lower() == proto}
+            other = [q["port"] for q in svc["spec"].get("ports") or [] if q.get("protocol", "TCP").lower() != proto and q["port"] not in same]
+            if not other:
+                raise Unsupported(f"service {name} has no port served only over the other protocol", "give it a TCP-only or UDP-only port")
+            return Target(kind, svc["spec"]["clusterIP"], other[0], proto, service=name)
+        if kind == "unallocated-ip":
+            return Target(kind, self.unallocated_cluster_ip(svc["spec"]["clusterIP"]), 80, proto, service="")
         raise ValueError(f"unknown target kind {kind!r}")
+
+    def unallocated_cluster_ip(self, near: str) -> str:
+        """An address next to an allocated cluster IP (so inside the service range) that no Service holds."""
+        taken = set()
+        for s in self.core.list_service_for_all_namespaces().items:
+            spec = self.core.api_client.sanitize_for_serialization(s).get("spec") or {}
+            taken.update(ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None")
+        base = ipaddress.ip_address(near)
+        for delta in range(97, 97 + 200):
+            cand = ipaddress.ip_address((int(base) & ~0xFF) | ((int(base) + delta) & 0xFF))
+            if str(cand) not in taken and int(cand) & 0xFF not in (0, 255):
+                return str(cand)
+        raise Unsupported(f"no unallocated address near {near}", "the service range is too full for this check")
 
     # --- vantages ----------------------------------------------------------------------------
     def client_pod_body(self, name: str, node: str, host_network: bool) -> dict:

@@ -1,0 +1,90 @@
+"""No endpoints, wrong ports, unallocated addresses: how the proxy says "nothing here".
+
+Scenario (module-shared): Service ``empty`` of type LoadBalancer with an externalIP
+whose selector matches no pod, next to Service ``web`` with two backends (the
+barrier proves every node's proxy has programmed ``empty`` before any row looks).
+
+Release: upstream e2e ("should be rejected when no endpoints exist"); kube-proxy unit tests
+Testname: Service, no endpoints
+Description: A Service without endpoints SHOULD actively reject new connections on
+every address kind (ClusterIP, NodePort, LoadBalancer, externalIP), from pods,
+nodes and outside, so clients fail fast (TCP RST / ICMP port unreachable) instead
+of timing out. How the proxy treats a port or protocol the Service does not have on
+a valid cluster IP, and an unallocated address inside the service range, is left to
+the implementation: kube-proxy's nftables mode rejects the former and drops the
+latter (cluster-ips-check chain); the iptables mode has no rule for either.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from proxysuite.conformance import (
+    EXPECTED,
+    IMPLEMENTATION_DEFINED,
+    REFUSED,
+    TIMEOUT,
+    NO_REACH,
+    Row,
+    check,
+    per_mode,
+)
+from proxysuite.conformance.scenario import ServiceSpec, build_scenario, external_ip
+
+pytestmark = pytest.mark.xdist_group("no-endpoints")
+
+EMPTY_ROWS = [
+    Row(v, t, p, expect=REFUSED, klass=EXPECTED, count=2, interval=1.0, service="empty")
+    for v, targets in (
+        ("pod-other-node", ("clusterip", "nodeport-local", "nodeport-remote", "lb", "external-ip")),
+        ("node", ("clusterip", "nodeport-remote")),
+        ("external", ("nodeport-local", "nodeport-remote", "lb", "external-ip")),
+    )
+    for t in targets
+    for p in ("tcp", "udp")
+]
+
+ODD_ROWS = [
+    Row("pod-other-node", "clusterip-wrong-port", p, service="web", count=2, interval=0.5, timeout=1.0, klass=IMPLEMENTATION_DEFINED,
+        expect=per_mode(NO_REACH, nftables=REFUSED),
+        note="nftables: cluster-ips-check rejects unknown ports on a cluster IP; iptables: no rule, the packet leaves by the default route")
+    for p in ("tcp", "udp")
+] + [
+    Row("pod-other-node", "clusterip-wrong-proto", p, service="web", count=2, interval=0.5, timeout=1.0, klass=IMPLEMENTATION_DEFINED,
+        expect=per_mode(NO_REACH, nftables=REFUSED),
+        note="a port the Service has only for the other protocol")
+    for p in ("tcp", "udp")
+] + [
+    Row("pod-other-node", "unallocated-ip", p, service="web", count=2, timeout=1.0, klass=IMPLEMENTATION_DEFINED,
+        expect=per_mode(NO_REACH, nftables=TIMEOUT),
+        note="nftables drops traffic to unallocated cluster IPs (cluster-ips-check); iptables has no rule")
+    for p in ("tcp", "udp")
+]
+
+
+@pytest.fixture(scope="module")
+def empty(cluster, k8s, suite_config, scenario_namespace):
+    ns = scenario_namespace("no-endpoints")
+    eip, routed = external_ip(cluster, ns)
+    sc = build_scenario(
+        cluster, k8s, suite_config.run_id, ns, backends={0: 2},
+        services={
+            "empty": ServiceSpec("LoadBalancer", selector={"proxysuite.io/app": "nothing"}, endpoints=0,
+                                 tweak=lambda b: b["spec"].update(externalIPs=[eip])),
+            "web": ServiceSpec("ClusterIP"),
+        },
+    )
+    sc.external_ip_routed = routed
+    return sc
+
+
+@check("no-endpoints", "reject", rows=EMPTY_ROWS)
+def test_no_endpoints_rejects(row, empty, conformance):
+    if row.vantage == "external" and row.target == "external-ip" and not empty.external_ip_routed:
+        pytest.skip("the provider does not route an externalIP range from its external client (no external_ip_cidr)")
+    conformance.run_row(empty.jig, row, empty.svc(row.service))
+
+
+@check("no-endpoints", "odd-destinations", rows=ODD_ROWS)
+def test_odd_destinations(row, empty, conformance):
+    conformance.run_row(empty.jig, row, empty.svc(row.service))

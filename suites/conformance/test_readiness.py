@@ -1,0 +1,100 @@
+"""Readiness and termination: who may get traffic while pods are unready or terminating.
+
+Release: v1.0 (readiness), v1.26 (ProxyTerminatingEndpoints GA in v1.28)
+Testname: Service, readiness and terminating endpoints
+Description: A pod that is not ready MUST NOT receive Service traffic, unless the
+Service sets publishNotReadyAddresses, in which case it SHOULD. A terminating pod
+that is still serving SHOULD receive traffic only when the Service has no ready
+endpoint (for the traffic policy in effect: cluster-wide for iTP/eTP=Cluster, on
+the receiving node for iTP/eTP=Local), and the eTP=Local health check SHOULD answer
+503 when a node has only terminating endpoints (upstream e2e "fallback to
+terminating endpoints", "fail health check node port if there are only
+terminating endpoints").
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from proxysuite.conformance import EXPECTED, REACH, REACH_ALL, Row, check
+from proxysuite.conformance.scenario import ServiceSpec, build_scenario
+
+SHUTDOWN_DELAY = 40
+"""netexec keeps serving this long after SIGTERM (--delay-shutdown), so terminating pods stay serving."""
+GRACE = SHUTDOWN_DELAY + 10
+
+
+@pytest.fixture(scope="module")
+def unready(cluster, k8s, suite_config, scenario_namespace):
+    return build_scenario(
+        cluster, k8s, suite_config.run_id, scenario_namespace("readiness"),
+        backends={0: 2}, unready={0: 1},
+        services={
+            "ready-only": ServiceSpec("NodePort"),
+            "publish": ServiceSpec("ClusterIP", tweak=lambda b: b["spec"].update(publishNotReadyAddresses=True), endpoints=3),
+        },
+    )
+
+
+NOT_READY_ROWS = [
+    Row("pod-other-node", "clusterip", expect=REACH_ALL, klass=EXPECTED, count=40, service="ready-only"),
+    Row("node", "clusterip", expect=REACH, klass=EXPECTED, count=20, service="ready-only"),
+    Row("external", "nodeport-local", expect=REACH, klass=EXPECTED, count=20, service="ready-only"),
+]
+
+
+@pytest.mark.xdist_group("readiness")
+@check("readiness", "not-ready-gets-no-traffic", rows=NOT_READY_ROWS)
+def test_not_ready_gets_no_traffic(row, unready, conformance):
+    conformance.run_row(unready.jig, row, unready.svc(row.service), ask="hostname")
+
+
+@pytest.mark.xdist_group("readiness")
+@check("readiness", "publish-not-ready-addresses",
+       rows=[Row("pod-other-node", "clusterip", expect=REACH_ALL, klass=EXPECTED, count=40, service="publish")])
+def test_publish_not_ready(row, unready, conformance):
+    everyone = [b.name for b in unready.jig.backend_pods()]
+    conformance.run_row(unready.jig, row, unready.svc(row.service), allowed=everyone, ask="hostname")
+
+
+POLICIES = {
+    # variant: (service tweak, vantage, target)
+    "cluster": (lambda b: None, "pod-other-node", "clusterip"),
+    "itp-local": (lambda b: b["spec"].update(internalTrafficPolicy="Local"), "pod-same-node", "clusterip"),
+    "etp-local": (lambda b: b["spec"].update(externalTrafficPolicy="Local"), "external", "nodeport-local"),
+}
+
+
+@check("readiness", "terminating-fallback")
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_terminating_fallback(policy, cluster, k8s, suite_config, namespace, conformance):
+    """Ready beats serving-terminating; with no ready endpoint left, serving-terminating ones are used."""
+    tweak, vantage, target = POLICIES[policy]
+    stype = "LoadBalancer" if policy == "etp-local" else "NodePort"
+    sc = build_scenario(cluster, k8s, suite_config.run_id, namespace, host_clients=False,
+                        services={"term": ServiceSpec(stype, tweak=tweak, endpoints=0)})
+    jig = sc.jig
+    node = jig.node_names[0]
+    a, = jig.backends({node: 1}, prefix="a", grace=GRACE, delay_shutdown=SHUTDOWN_DELAY)
+    b, = jig.backends({node: 1}, prefix="b", grace=GRACE, delay_shutdown=SHUTDOWN_DELAY)
+    jig.wait_pods()
+    jig.wait_endpoints("term", ready=2)
+    pod_a, pod_b = jig.ready_backends(a)[0], jig.ready_backends(b)[0]
+    row = Row(vantage, target, expect=REACH, klass=EXPECTED, count=20)
+
+    # Step 1: a terminates while b is ready: only b gets traffic.
+    jig.scale(a, 0)
+    jig.wait_endpoints("term", ready=1, terminating=1)
+    conformance.run_row(jig, row, sc.svc(), allowed=[pod_b], settle="expect", ask="hostname")
+
+    # Step 2: b terminates too: no ready endpoint, both serving-terminating: fallback to them.
+    jig.scale(b, 0)
+    jig.wait_endpoints("term", ready=0, terminating=2)
+    jig.barrier()
+    conformance.run_row(jig, row, sc.svc(), allowed=[pod_a, pod_b], settle=False, ask="hostname")
+
+    if policy == "etp-local":
+        hc = sc.svc()["spec"]["healthCheckNodePort"]
+        status, body = cluster.proxy_http(node, hc, "/")
+        conformance.judge_value(f"healthCheckNodePort {hc} on {node} with only terminating endpoints", EXPECTED,
+                                "503", str(status), status == 503, detail=body[:200])
