@@ -280,6 +280,39 @@ def test_liveness_failure_restarts_container(node):
         w.join(10)
 
 
+def test_startup_probe_gates_started_and_readiness(node):
+    pod = make_pod("slow-start", [netexec(
+        startupProbe={"httpGet": {"path": "/healthz", "port": 8080}, "initialDelaySeconds": 2, "periodSeconds": 1},
+        readinessProbe={"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1})])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        st = sink.wait("running", lambda s: "running" in s["containerStatuses"][0]["state"])
+        assert not st["containerStatuses"][0]["started"] and not st["containerStatuses"][0]["ready"]
+        t0 = time.monotonic()
+        sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
+        assert time.monotonic() - t0 >= 1.0, "readiness must wait for the startup probe (initialDelaySeconds 2)"
+        assert sink.last["containerStatuses"][0]["started"]
+    finally:
+        w.kill_now()
+        w.join(10)
+
+
+def test_failing_startup_probe_restarts_container(node):
+    pod = make_pod("never-starts", [netexec(startupProbe={"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 2},
+                                            terminationGracePeriodSeconds=1)])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        st = sink.wait("restarted by the startup probe", lambda s: s["containerStatuses"][0]["restartCount"] >= 1, timeout=15)
+        assert not any(s["containerStatuses"][0]["ready"] for s in map(rt.strip_nulls, sink.statuses))
+    finally:
+        w.kill_now()
+        w.join(10)
+
+
 def test_exec_probe_runs_in_the_container(node):
     # The exec probe sees the container's hostname (UTS ns) and network (pod netns).
     probe = {"exec": {"command": ["sh", "-c", "test \"$(hostname)\" = exec-pod && ip -4 -o addr show eth0 | grep -q 10.251.7."]},

@@ -660,6 +660,8 @@ class Prober(threading.Thread):
         self.label = label
         self.kind, self.spec, self.ctx_fn, self.started_at, self.on_change = kind, spec, ctx_fn, started_at, on_change
         self.result = kind == "liveness"
+        self.failed = False
+        """Startup only: failureThreshold was reached before any success (kubelet then restarts the container)."""
         self.last_message = ""
         self._successes = self._failures = 0
         self._stop_evt = threading.Event()
@@ -689,6 +691,10 @@ class Prober(threading.Thread):
             if flip:
                 self.result = ok
                 self.on_change(self)
+            elif self.kind == "startup" and not ok and self._failures >= self.spec.failure_threshold:
+                self.failed = True
+                self.on_change(self)
+                return
             if self.kind == "startup" and self.result:
                 return  # kubelet stops the startup probe once it succeeded
             self._stop_evt.wait(max(0.0, self.spec.period - (time.monotonic() - t0)))
@@ -1103,8 +1109,10 @@ class PodWorker:
                 return  # a prober of an older instance of the container
             if p.kind == "startup" and p.result:
                 self._on_started(c)
-            elif p.kind == "startup" and not p.result:
-                pass
+            elif p.kind == "startup" and p.failed and c.running and not c.killing and not self.terminating:
+                log.info("pod %s: container %s failed startup probe, will be restarted: %s", self.key, c.name, p.last_message)
+                grace = p.spec.termination_grace if p.spec.termination_grace is not None else self._grace()
+                self._kill_async(c, float(grace), reason="startup probe failed")
             elif p.kind == "readiness":
                 c.ready = p.result
                 log.info("pod %s: container %s readiness → %s %s", self.key, c.name, p.result, p.last_message)
