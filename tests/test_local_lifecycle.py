@@ -1,0 +1,136 @@
+"""Lifecycle of local clusters: nothing is left after `cluster down`, after a crash + janitor, and bad input fails in one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from proxysuite.cluster.local import netns, procs
+from proxysuite.cluster.local.state import state_dir
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root")
+
+CLI = [sys.executable, "-m", "proxysuite.cli"]
+
+
+def leftovers(run_id: str, name: str) -> dict:
+    return {
+        "netns": [n for n in netns.listing() if n.startswith(f"ps-{run_id}-")],
+        "processes": sorted(procs.pids_with_run_id(run_id)),
+        "state_dir": state_dir(name).exists(),
+    }
+
+
+def root_ns_rules() -> tuple[int, int]:
+    ipt = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout.count("KUBE-")
+    nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.count("kube-proxy")
+    return ipt, nft
+
+
+def cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300, **kw)
+
+
+def test_cluster_down_leaves_nothing():
+    name = "pstest-down"
+    before = root_ns_rules()
+    up = cli("cluster", "up", "--cluster-name", name, "--nodes", "1")
+    assert up.returncode == 0, up.stderr
+    status = cli("cluster", "status", "--cluster-name", name)
+    import json
+
+    st = json.loads(status.stdout)
+    assert st["healthy"], st
+    run_id = st["run_id"]
+    assert leftovers(run_id, name)["netns"], "the cluster made namespaces"
+    down = cli("cluster", "down", "--cluster-name", name)
+    assert down.returncode == 0, down.stderr
+    assert leftovers(run_id, name) == {"netns": [], "processes": [], "state_dir": False}
+    assert root_ns_rules() == before, "the root namespace's rules changed"
+
+
+def test_sigkilled_session_is_cleaned_by_the_janitor(tmp_path: Path):
+    # A "session" that owns its cluster, then dies without any chance to clean up.
+    name = "pstest-crash"
+    script = tmp_path / "owner.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        from proxysuite.cluster.local import provider
+        from proxysuite.config import SuiteConfig
+        cl = provider.up(SuiteConfig(cluster_name={name!r}, nodes=1), progress=lambda m: None, owner_pid=os.getpid())
+        print(cl.state.run_id, flush=True)
+        time.sleep(600)
+    """))
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = owner.stdout.readline().strip()
+        assert run_id, "the owner brought its cluster up"
+        assert leftovers(run_id, name)["processes"]
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    assert leftovers(run_id, name)["netns"], "SIGKILL leaves the cluster behind (that is the janitor's job)"
+    jan = cli("janitor")
+    assert jan.returncode == 0, jan.stderr
+    assert leftovers(run_id, name) == {"netns": [], "processes": [], "state_dir": False}, jan.stderr
+
+
+def one_line_error(proc: subprocess.CompletedProcess, rc: int, *needles: str) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == rc, (proc.returncode, proc.stderr)
+    assert len(lines) == 1 and "(fix: " in lines[0], proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_unknown_mode():
+    one_line_error(cli("cluster", "up", "--mode", "bogus"), 2, "unknown proxy mode 'bogus'", "--mode")
+
+
+def test_ipvs_on_this_kernel_is_unsupported_with_the_reason():
+    proc = cli("cluster", "up", "--mode", "ipvs", "--cluster-name", "pstest-ipvs")
+    one_line_error(proc, 3, "IPVS")
+
+
+def test_cilium_on_local_is_unsupported_with_the_reason():
+    one_line_error(cli("cluster", "up", "--mode", "cilium"), 3, "kind")
+
+
+def test_not_root():
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *CLI, "cluster", "up", "--cluster-name", "pstest-nonroot"],
+                          capture_output=True, text=True, cwd="/tmp", env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    one_line_error(proc, 2, "root")
+
+
+def test_missing_iptables_binary(tmp_path: Path):
+    # A PATH with the basic tools but without iptables.
+    for tool in ("ip", "unshare", "sysctl", "nft", "go"):
+        found = subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip()
+        if found:
+            (tmp_path / tool).symlink_to(found)
+    proc = cli("cluster", "up", "--mode", "iptables", "--cluster-name", "pstest-noipt", env={"PATH": str(tmp_path)})
+    one_line_error(proc, 2, "apt-get install -y iptables")
+
+
+def test_api_port_clash():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = cli("cluster", "up", "--cluster-name", "pstest-port", "--api-port", str(port))
+    one_line_error(proc, 2, f"127.0.0.1:{port}", "--api-port")
+    assert not state_dir("pstest-port").exists()
+
+
+def test_cidr_clash():
+    proc = cli("cluster", "up", "--cluster-name", "pstest-cidr", env={"PROXYSUITE_POD_CIDR": "10.96.0.0/12"})
+    one_line_error(proc, 2, "overlaps", "PROXYSUITE_POD_CIDR")
+    assert not state_dir("pstest-cidr").exists()
