@@ -140,3 +140,14 @@ def ensure(wanted_version: str | None = None, progress: Callable[[str], None] = 
         progress(f"  [{i}/{len(todo)}] {name} built in {time.monotonic() - started:.0f}s")
     manifest.write_text(json.dumps({"kubernetes": pins.kubernetes, "go": go_minor, "components": sorted(PACKAGES)}, indent=1))
     return paths
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        for name, path in ensure(progress=lambda m: print(f"[components] {m}", file=sys.stderr, flush=True)).items():
+            print(f"{name}\t{path}")
+    except SuiteError as exc:
+        print(f"proxysuite: {exc}", file=sys.stderr)
+        sys.exit(2)
