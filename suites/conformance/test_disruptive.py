@@ -1,0 +1,81 @@
+"""Disruption: the proxy restarts, or its rules are flushed, and Service traffic recovers.
+
+These checks take an exclusive lock (``disruptive`` marker), so no other check probes
+while they run, even under ``-n 2``. The disrupted node is the one the client pod
+sits on, whose proxy translates the client's ClusterIP traffic.
+
+Release: upstream e2e [Disruptive] ("should work after restarting kube-proxy", "should recreate its
+iptables rules if they are deleted")
+Testname: Proxy, recovery
+Description: After the proxy on a node restarts, existing Services SHOULD keep
+working and Services created afterwards SHOULD be programmed. After its datapath
+rules are flushed (all KUBE-* iptables chains, or the kube-proxy nftables tables),
+the proxy SHOULD notice and restore them, so traffic recovers within
+PROXY_RECOVERY. Recovery time is recorded as data in the matrix notes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from proxysuite import waits
+from proxysuite.conformance import EXPECTED, REACH, Row, check
+from proxysuite.conformance.scenario import ServiceSpec, build_scenario
+
+FLUSH = {
+    "iptables": ["sh", "-c", "iptables-save | grep -v KUBE | iptables-restore"],
+    "nftables": ["sh", "-c", "nft delete table ip kube-proxy; nft delete table ip6 kube-proxy; true"],
+}
+
+
+def _scenario(cluster, k8s, suite_config, namespace):
+    return build_scenario(cluster, k8s, suite_config.run_id, namespace, backends={0: 2},
+                          services={"before": ServiceSpec("ClusterIP")}, host_clients=False)
+
+
+@check("disruption", "proxy-restart", disruptive=True)
+@pytest.mark.needs("proxy_restart")
+def test_proxy_restart(cluster, k8s, suite_config, namespace, conformance):
+    sc = _scenario(cluster, k8s, suite_config, namespace)
+    jig = sc.jig
+    node = jig.node_names[-1]
+    row = Row("pod-other-node", "clusterip", expect=REACH, klass=EXPECTED)
+    conformance.run_row(jig, row, sc.svc("before"))
+    t0 = time.monotonic()
+    cluster.restart_proxy(node)
+    jig.log("write", f"restarted the proxy on {node}")
+    waits.wait_until(waits.PROXY_RECOVERY, lambda: cluster.proxy_http(node, 10256, "/healthz")[0] == 200,
+                     what=f"proxy on {node} healthy after restart")
+    healthy = time.monotonic() - t0
+    conformance.run_row(jig, row, sc.svc("before"))
+    after = jig.service("after")
+    jig.wait_endpoints("after", ready=2)
+    conformance.run_row(jig, row, after)
+    conformance.record.notes.append(f"proxy on {node} healthy {healthy:.1f}s after restart; "
+                                    f"a new Service answered {time.monotonic() - t0:.1f}s after restart")
+
+
+@check("disruption", "rules-flushed", disruptive=True)
+@pytest.mark.needs("node_exec")
+def test_rules_flushed(cluster, k8s, suite_config, namespace, conformance):
+    if cluster.mode not in FLUSH:
+        pytest.skip(f"flushing rules is defined for kube-proxy iptables/nftables, not {cluster.mode}")
+    sc = _scenario(cluster, k8s, suite_config, namespace)
+    jig = sc.jig
+    node = jig.node_names[-1]
+    row = Row("pod-other-node", "clusterip", expect=REACH, klass=EXPECTED)
+    conformance.run_row(jig, row, sc.svc("before"))
+    t0 = time.monotonic()
+    cluster.node_exec(node, FLUSH[cluster.mode])
+    jig.log("write", f"flushed the proxy's rules on {node}: {' '.join(FLUSH[cluster.mode][2:])}")
+    vantage = jig.pod_vantage(node)
+    target = jig.target(sc.svc("before"), "clusterip")
+    obs = jig.probe(vantage, target, count=1, timeout=1.0, label="right after the flush")
+    broke = obs[0].outcome != "ok"
+    waits.wait_until(waits.PROXY_RECOVERY, lambda: jig.probe(vantage, target, count=1, timeout=1.0, label="recovering")[0].outcome == "ok",
+                     what=f"{target} answers from {vantage.name} after the rules on {node} were flushed")
+    recovered = time.monotonic() - t0
+    conformance.run_row(jig, row, sc.svc("before"))
+    conformance.record.notes.append(f"traffic {'broke and ' if broke else 'did not visibly break; '}recovered {recovered:.1f}s after the flush")

@@ -1,0 +1,85 @@
+"""Proxy health: kube-proxy's own endpoints on every node.
+
+Release: upstream e2e ("should check kube-proxy urls")
+Testname: Proxy, health and metrics endpoints
+Description: On every node the proxy's healthz endpoint (:10256/healthz) SHOULD
+answer 200 with a JSON body carrying lastUpdated, /livez SHOULD answer 200, the
+metrics endpoint (:10249/metrics) SHOULD expose the sync metrics that every
+kube-proxy mode has, and /proxyMode SHOULD name the mode under test. A proxy that
+is not kube-proxy (Cilium, custom) is not required to serve these; its rows are
+implementation-defined and record what was observed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxysuite.conformance import EXPECTED, IMPLEMENTATION_DEFINED, check
+from proxysuite.modes import get_mode
+
+HEALTHZ_PORT = 10256
+METRICS_PORT = 10249
+SYNC_METRICS = ("kubeproxy_sync_proxy_rules_duration_seconds", "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+                "kubeproxy_network_programming_duration_seconds")
+MODE_METRICS = {"iptables": "kubeproxy_sync_proxy_rules_iptables_total", "nftables": "kubeproxy_sync_proxy_rules_nftables_sync_failures_total"}
+
+
+def _node(cluster, index: int) -> str:
+    nodes = [n.name for n in cluster.nodes()]
+    if index >= len(nodes):
+        pytest.skip(f"the cluster has {len(nodes)} node(s); no node #{index + 1}")
+    return nodes[index]
+
+
+def _klass(mode: str):
+    return EXPECTED if get_mode(mode).family == "kube-proxy" else IMPLEMENTATION_DEFINED
+
+
+def _get(cluster, node, port, path):
+    try:
+        return cluster.proxy_http(node, port, path)
+    except OSError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+@check("proxy-health", "healthz")
+@pytest.mark.parametrize("index", [0, 1], ids=["node-1", "node-2"])
+def test_healthz(index, cluster, conformance):
+    node = _node(cluster, index)
+    status, body = _get(cluster, node, HEALTHZ_PORT, "/healthz")
+    try:
+        last = json.loads(body).get("lastUpdated")
+    except (ValueError, AttributeError):
+        last = None
+    conformance.judge_value(f"{node} 127.0.0.1:{HEALTHZ_PORT}/healthz", _klass(cluster.mode), "200 with lastUpdated",
+                            f"{status}" + (" with lastUpdated" if last else " without lastUpdated"), status == 200 and bool(last), body[:300])
+
+
+@check("proxy-health", "livez")
+@pytest.mark.parametrize("index", [0, 1], ids=["node-1", "node-2"])
+def test_livez(index, cluster, conformance):
+    node = _node(cluster, index)
+    status, body = _get(cluster, node, HEALTHZ_PORT, "/livez")
+    conformance.judge_value(f"{node} 127.0.0.1:{HEALTHZ_PORT}/livez", _klass(cluster.mode), "200", str(status), status == 200, body[:300])
+
+
+@check("proxy-health", "metrics")
+@pytest.mark.parametrize("index", [0, 1], ids=["node-1", "node-2"])
+def test_metrics(index, cluster, conformance):
+    node = _node(cluster, index)
+    status, body = _get(cluster, node, METRICS_PORT, "/metrics")
+    wanted = list(SYNC_METRICS) + ([MODE_METRICS[cluster.mode]] if cluster.mode in MODE_METRICS else [])
+    missing = [m for m in wanted if m not in (body or "")]
+    conformance.judge_value(f"{node} 127.0.0.1:{METRICS_PORT}/metrics", _klass(cluster.mode), "200 exposing " + ", ".join(wanted),
+                            f"{status}" + (f", missing {missing}" if missing else ", all present"), status == 200 and not missing)
+
+
+@check("proxy-health", "proxy-mode")
+@pytest.mark.parametrize("index", [0, 1], ids=["node-1", "node-2"])
+def test_proxy_mode(index, cluster, conformance):
+    node = _node(cluster, index)
+    status, body = _get(cluster, node, METRICS_PORT, "/proxyMode")
+    conformance.judge_value(f"{node} 127.0.0.1:{METRICS_PORT}/proxyMode", _klass(cluster.mode), f"200 {cluster.mode}",
+                            f"{status} {(body or '').strip()[:40]}", status == 200 and (body or "").strip() == cluster.mode)
