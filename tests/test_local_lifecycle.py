@@ -134,3 +134,47 @@ def test_cidr_clash():
     proc = cli("cluster", "up", "--cluster-name", "pstest-cidr", env={"PROXYSUITE_POD_CIDR": "10.96.0.0/12"})
     one_line_error(proc, 2, "overlaps", "PROXYSUITE_POD_CIDR")
     assert not state_dir("pstest-cidr").exists()
+
+
+def test_custom_proxy_command_runs_on_every_node():
+    """--mode custom runs the user's proxy in each node namespace; kube-proxy itself stands in as that proxy."""
+    from proxysuite.cluster.local import components, provider
+    from proxysuite.config import SuiteConfig
+    from proxysuite.probes.engine import OK, ProbeRequest
+
+    kp = components.ensure()["kube-proxy"]
+    template = (f"{kp} --kubeconfig {{kubeconfig}} --proxy-mode nftables --hostname-override {{node}} "
+                "--cluster-cidr {cluster_cidr} --conntrack-max-per-core 0 "
+                "--metrics-bind-address {metrics_addr} --healthz-bind-address {healthz_addr}")
+    cfg = SuiteConfig(mode="custom", proxy_cmd=template, nodes=2, cluster_name="pstest-custom")
+    cl = provider.up(cfg, progress=lambda m: None, owner_pid=os.getpid())
+    try:
+        for node in cl.nodes():
+            argv = cl.state.argv[f"proxy-{node.name}"]
+            assert argv[0] == str(kp) and node.name in argv, argv
+            assert cl.proxy_http(node.name, 10249, "/proxyMode") == (200, "nftables")
+        # The custom proxy programs real rules: the kubernetes Service answers from a node.
+        vantage = cl.node_vantage("node-2")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            obs = vantage.run([ProbeRequest(cl.state.addressing.service_vip, 443, ask="connect", timeout=1)])[0]
+            if obs.outcome == OK:
+                break
+            time.sleep(0.5)
+        assert obs.outcome == OK, obs
+    finally:
+        provider.down(cfg, progress=lambda m: None)
+
+
+def test_unknown_placeholder_in_proxy_cmd():
+    proc = cli("cluster", "up", "--mode", "custom", "--proxy-cmd", "myproxy --x {nope}", "--cluster-name", "pstest-badtmpl")
+    one_line_error(proc, 2, "{nope}")
+    assert not state_dir("pstest-badtmpl").exists()
+
+
+def test_ipvs_skips_in_pytest_with_the_reason(tmp_path: Path):
+    (tmp_path / "test_uses_cluster.py").write_text("def test_x(cluster):\n    raise AssertionError('must not run')\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--provider", "local", "--mode", "ipvs",
+                           str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 skipped" in proc.stdout and "IPVS" in proc.stdout, proc.stdout

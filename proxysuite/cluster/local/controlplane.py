@@ -177,17 +177,28 @@ def kube_proxy_argv(st: ClusterState, binary: Path, node_name: str) -> list[str]
             "--v=2"]
 
 
-def custom_proxy_argv(st: ClusterState, node) -> list[str]:
+PROXY_CMD_PLACEHOLDERS = ("kubeconfig", "node", "node_ip", "cluster_cidr", "service_cidr", "metrics_addr", "healthz_addr")
+
+
+def render_proxy_cmd(template: str, values: dict[str, str]) -> list[str]:
+    """Fill ``--proxy-cmd``'s placeholders; an unknown one is bad input, reported before anything starts."""
     import shlex
 
+    from ...errors import SuiteError
+
+    try:
+        return shlex.split(template.format(**values))
+    except KeyError as exc:
+        raise SuiteError(f"--proxy-cmd uses unknown placeholder {{{exc.args[0]}}}",
+                         f"use only {', '.join('{' + k + '}' for k in PROXY_CMD_PLACEHOLDERS)}") from None
+    except (ValueError, IndexError) as exc:
+        raise SuiteError(f"--proxy-cmd is not a valid template ({exc})", "quote it, and write literal braces as {{ }}") from None
+
+
+def custom_proxy_argv(st: ClusterState, node) -> list[str]:
     values = {
         "kubeconfig": str(st.kubeconfig("kube-proxy")), "node": node.name, "node_ip": node.ip,
         "cluster_cidr": st.addressing.pod_cidr, "service_cidr": st.addressing.service_cidr,
         "metrics_addr": f"127.0.0.1:{PROXY_METRICS_PORT}", "healthz_addr": f"0.0.0.0:{PROXY_HEALTHZ_PORT}",
     }
-    try:
-        return shlex.split(st.proxy_cmd.format(**values))
-    except KeyError as exc:
-        from ...errors import SuiteError
-
-        raise SuiteError(f"--proxy-cmd uses unknown placeholder {{{exc.args[0]}}}", f"use only {', '.join('{'+k+'}' for k in values)}") from None
+    return render_proxy_cmd(st.proxy_cmd, values)

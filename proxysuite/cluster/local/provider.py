@@ -58,6 +58,10 @@ def check_prereqs(config: SuiteConfig) -> None:
     if mode.name == "cilium":
         raise Unsupported("Cilium kube-proxy replacement needs its agent and eBPF datapath on real nodes; the local provider runs kube-proxy only",
                           "run --mode cilium with --provider kind")
+    if config.proxy_cmd:
+        argv = controlplane.render_proxy_cmd(config.proxy_cmd, {k: "x" for k in controlplane.PROXY_CMD_PLACEHOLDERS})
+        if not argv:
+            raise SuiteError("--proxy-cmd is empty", "pass the command that starts your proxy")
     if os.geteuid() != 0:
         raise SuiteError("the local provider creates network namespaces and needs root", "run as root (e.g. sudo -E pytest ...)")
     needed = {"ip": "iproute2", "unshare": "util-linux", "sysctl": "procps"}
