@@ -21,7 +21,7 @@ from . import anchors, tables  # noqa: E402
 
 MODE_COLORS = {"iptables": "#d62728", "nftables": "#1f77b4", "ipvs": "#2ca02c", "cilium": "#9467bd", "custom": "#8c564b"}
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
-                     "figure.dpi": 110, "savefig.bbox": "tight"})
+                     "figure.dpi": 100, "savefig.bbox": "tight"})
 
 
 def _color(mode: str) -> str:
@@ -55,23 +55,29 @@ def sync_chart(df: pd.DataFrame):
 
 
 def npl_chart(df: pd.DataFrame):
-    qs = {q: tables.pick(df, "npl", q, source="datapath") for q in ("p50", "p90", "p99")}
-    metric = tables.pick(df, "npl_metric", "mean", phase="npl")
-    if all(t.empty for t in qs.values()):
+    st = tables.npl_stats(df)
+    if st.empty or "p50" not in st.columns:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for q, style in zip(qs, ("-o", "--s", ":^")):
-        for mode in qs[q].columns:
-            s = qs[q][mode].dropna()
-            ax.plot(s.index, s.values, style, color=_color(mode), label=f"{mode} {q} (datapath, ≤10 ms)")
-    for mode in metric.columns:
-        s = metric[mode].dropna() * 1000
-        ax.plot(s.index, s.values, "x", color=_color(mode), markersize=9, mew=2,
-                label=f"{mode} mean (kube-proxy metric)")
-    _services_axis(ax)
-    ax.set_ylabel("ms from API write")
-    ax.set_title("Network programming latency")
-    ax.legend(fontsize=7)
+    metric = tables.pick(df, "npl_metric", "mean", phase="npl")
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.6, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    for mode, g in st.groupby("mode"):
+        g = g.sort_values("scale")
+        for q, style in (("p50", "-o"), ("p90", "--s"), ("p99", ":^")):
+            ax.plot(g["scale"], g[q], style, color=_color(mode), label=f"{mode} {q}")
+        if "create_p50" in g:
+            ax2.plot(g["scale"], g["create_p50"], "-o", color=_color(mode), label=f"{mode} Service create p50")
+        ax2.plot(g["scale"], g["all_mean"], "--", color=_color(mode), alpha=0.7, label=f"{mode} mean, all changes (datapath)")
+        if mode in metric.columns:
+            s = metric[mode].dropna() * 1000
+            ax2.plot(s.index, s.values, "x", color=_color(mode), markersize=9, mew=2, label=f"{mode} mean (kube-proxy metric)")
+    for a in (ax, ax2):
+        _services_axis(a)
+        a.legend(fontsize=7)
+    ax.set_ylabel("ms from API write to datapath")
+    ax.set_title("Endpoint readiness flips (probes ≤10 ms apart)")
+    ax2.set_ylabel("ms")
+    ax2.set_title("Service creates; cross-check with kube-proxy")
+    fig.tight_layout()
     return fig
 
 
@@ -122,21 +128,26 @@ def position_chart(df: pd.DataFrame):
 
 
 def locust_chart(df: pd.DataFrame):
-    p50 = tables.pick(df, "locust", "p50_us", phase="load")
+    p50 = tables.locust(df, "p50_us")
     if p50.empty:
         return None
-    p99 = tables.pick(df, "locust", "p99_us", phase="load")
-    rps = tables.pick(df, "locust", "throughput_rps", phase="load")
-    bound = tables.pick(df, "locust", "generator_bound", phase="load")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.6))
+    p99 = tables.locust(df, "p99_us")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.6, 3.8))
     for mode in p50.columns:
-        a1.plot(p50.index, p50[mode], "-o", color=_color(mode), label=f"{mode} p50")
-        a1.plot(p99.index, p99[mode], "--s", color=_color(mode), label=f"{mode} p99")
-        a2.plot(rps.index, rps[mode], "-o", color=_color(mode), label=mode)
-        if mode in bound.columns:
-            b = bound[mode].fillna(0) > 0
-            if b.any():
-                a2.plot(rps.index[b], rps[mode][b], "X", color="black", markersize=10, label=f"{mode}: generator-bound")
+        a1.plot(p50.index, p50[mode], "-o", color=_color(mode), label=f"{mode} p50 (paced)")
+        a1.plot(p99.index, p99[mode], "--s", color=_color(mode), label=f"{mode} p99 (paced)")
+    flagged = False
+    for kind, style in (("paced", "--"), ("closed-loop", "-o")):
+        rps, bound = tables.locust(df, "throughput_rps", kind), tables.locust(df, "generator_bound", kind)
+        for mode in rps.columns:
+            s = rps[mode].dropna()
+            a2.plot(s.index, s.values, style, color=_color(mode), label=f"{mode} {kind}")
+            if mode in bound.columns:
+                b = (bound[mode].reindex(s.index).fillna(0) > 0).to_numpy()
+                if b.any():
+                    a2.plot(s.index[b], s.values[b], "X", color="black", markersize=10,
+                            label=None if flagged else "generator-bound (Locust CPU)")
+                    flagged = True
     for a in (a1, a2):
         _services_axis(a)
         a.legend(fontsize=7)
@@ -145,6 +156,7 @@ def locust_chart(df: pd.DataFrame):
     a1.set_title("Locust latency through a Service")
     a2.set_ylabel("requests/s")
     a2.set_title("Locust throughput")
+    fig.tight_layout()
     return fig
 
 

@@ -68,15 +68,17 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     slope = tables.pick(df, "first_packet", "slope_per_rule")
     full = tables.pick(df, "sync_full", "mean", phase="restart")
     part = tables.pick(df, "sync_partial", "mean", phase="npl")
-    npl50, npl99 = tables.pick(df, "npl", "p50", source="datapath"), tables.pick(df, "npl", "p99", source="datapath")
+    nplst = tables.npl_stats(df)
     nplm = tables.pick(df, "npl_metric", "mean", phase="npl")
+    nplc = tables.pick(df, "npl_metric", "count", phase="npl")
     rss = tables.pick(df, "proxy", "rss", phase="restart")
     if rss.empty:
         rss = tables.pick(df, "proxy", "rss", phase="npl")
     cpu = tables.pick(df, "proxy", "cpu_seconds", phase="npl")
     cpu_full = tables.pick(df, "proxy", "cpu_seconds", phase="restart")
-    lp50, lp99 = tables.pick(df, "locust", "p50_us", phase="load"), tables.pick(df, "locust", "p99_us", phase="load")
-    lrps, lbound = tables.pick(df, "locust", "throughput_rps", phase="load"), tables.pick(df, "locust", "generator_bound", phase="load")
+    lp50, lp99, lrps = tables.locust(df, "p50_us"), tables.locust(df, "p99_us"), tables.locust(df, "throughput_rps")
+    lbound = tables.locust(df, "generator_bound")
+    mrps, mbound = tables.locust(df, "throughput_rps", "closed-loop"), tables.locust(df, "generator_bound", "closed-loop")
     npl_changes = df[(df["metric"] == "npl") & (df["kind"] == "sample")].groupby(["mode", "scale"]).size()
 
     header = ["", *modes]
@@ -107,15 +109,20 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         return "; ".join(parts) or "–"
 
     def npl(m):
-        sc, p50 = _at(npl50, m)
-        if p50 is None:
+        g = nplst[nplst["mode"] == m].sort_values("scale") if not nplst.empty else nplst
+        if g.empty or "p50" not in g:
             return "–"
-        _, p99 = _at(npl99, m, sc)
+        r = g.iloc[-1]
+        sc = int(r["scale"])
+        txt = (f"endpoint flips p50 {_fmt(r['p50'], 'ms')} / p99 {_fmt(r['p99'], 'ms')} at {sc:,} ({int(r['flips'])} flips, "
+               f"resolution ≤ {_fmt(r['resolution_max'], 'ms')})")
+        if "create_p50" in r and pd.notna(r.get("create_p50")):
+            txt += f"; Service create p50 {_fmt(r['create_p50'], 'ms')}"
         _, mm = _at(nplm, m, sc)
-        n = npl_changes.get((m, sc), 0)
-        txt = f"p50 {_fmt(p50, 'ms')} / p99 {_fmt(p99, 'ms')} at {sc:,} ({n} changes)"
+        _, mc = _at(nplc, m, sc)
         if mm is not None:
-            txt += f"; kube-proxy metric mean {_fmt(mm, 's')}"
+            txt += (f"; mean of all {int(r['changes'])} changes {_fmt(r['all_mean'], 'ms')} vs kube-proxy metric "
+                    f"{_fmt(mm * 1000, 'ms')} ({int(mc or 0)} observations)")
         return txt
 
     def mem(m):
@@ -140,7 +147,12 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         _, p99 = _at(lp99, m, sc)
         _, r = _at(lrps, m, sc)
         _, b = _at(lbound, m, sc)
-        return f"p50 {_fmt(p50, 'us')} / p99 {_fmt(p99, 'us')}, {_fmt(r, 'rps')} at {sc:,}" + (" — **generator-bound**" if b else "")
+        txt = f"paced: p50 {_fmt(p50, 'us')} / p99 {_fmt(p99, 'us')} at {_fmt(r, 'rps')}" + (" — **generator-bound**" if b else "")
+        _, mr = _at(mrps, m, sc)
+        if mr is not None:
+            _, mb = _at(mbound, m, sc)
+            txt += f"; closed loop: {_fmt(mr, 'rps')}" + (" — **generator-bound**" if mb else "")
+        return txt + f" (at {sc:,})"
 
     row("Service lookup cost (first packet, new TCP connection)", lookup)
     row("Rule sync time (mean per sync)", sync)
@@ -239,8 +251,10 @@ def build(results: list[str], out: Path, baseline: list[str] | None = None, tole
          "Mean duration per sync from kube-proxy's histograms, as deltas over each phase: full syncs from a freshly "
          "restarted proxy at that scale, partial syncs while endpoints flip."),
         ("npl", "Network programming latency", charts.npl_chart(df),
-         f"From the API write to the first probe that sees the change; probes every ≤10 ms from the client pod. "
-         f"Crosses: kube-proxy's own metric over the same window (buckets ≥{anchors.NPL_METRIC_BUCKET_S * 1000:.0f} ms)."),
+         f"From the API write to the first probe that sees the change; probes ≤10 ms apart from the client pod. Left: "
+         f"endpoint readiness flips. Right: Service creates (Service, then its slice: the second write lands inside "
+         f"kube-proxy's minSyncPeriod window) and the mean over all changes beside kube-proxy's own metric for the "
+         f"same changes (crosses; its buckets are ≥{anchors.NPL_METRIC_BUCKET_S * 1000:.0f} ms wide, its mean is exact)."),
         ("first_packet", "First-packet latency vs Services", charts.first_packet_chart(df),
          "TCP handshake of a new connection per sample (only the first packet meets the NAT rules). Pooled over "
          "Services at the start, middle and end of the chain; dotted: straight to a pod. Diamonds: KEP-3866 p99 (chart-read)."),
@@ -264,6 +278,15 @@ def build(results: list[str], out: Path, baseline: list[str] | None = None, tole
     bound = df[(df["metric"] == "locust") & (df["stat"] == "generator_bound") & (df["value"] > 0)]
     notes = df[(df["metric"] == "locust") & (df["stat"] == "generator_bound_note")] if "note" in df.columns else df.iloc[0:0]
 
+    def note_for(r):
+        n = notes[(notes["mode"] == r["mode"]) & (notes["scale"] == r["scale"])]
+        if "target" in n.columns and pd.notna(r.get("target")):
+            n = n[n["target"] == r["target"]]
+        return n["note"].iloc[0] if len(n) else None
+
+    def kind_of(r):
+        return r["target"] if pd.notna(r.get("target")) else "paced"
+
     regress = None
     if baseline:
         base_df, _ = load(baseline)
@@ -281,9 +304,9 @@ def build(results: list[str], out: Path, baseline: list[str] | None = None, tole
     if len(bound):
         md += ["## Generator-bound load runs", ""]
         for _, r in bound.iterrows():
-            note = notes[(notes["mode"] == r["mode"]) & (notes["scale"] == r["scale"])]["note"]
-            md.append(f"- {r['mode']} at {r['scale']:,} Services: Locust was CPU-bound"
-                      + (f" ({note.iloc[0]})" if len(note) else "") + "; its latencies include the generator's own queueing.")
+            note = note_for(r)
+            md.append(f"- {r['mode']} at {r['scale']:,} Services, {kind_of(r)} run: Locust was CPU-bound"
+                      + (f" ({note})" if note else "") + "; its latencies and throughput are the generator's limit, not the proxy's.")
         md.append("")
     if regress is not None:
         bad = regress[regress["regression"]]
@@ -301,16 +324,17 @@ def build(results: list[str], out: Path, baseline: list[str] | None = None, tole
     css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;"
            "vertical-align:top;text-align:left}th{background:#f3f3f3}figure.chart{margin:1.5em 0}"
-           "figure.chart svg{max-width:100%;height:auto}figcaption{font-size:13px;color:#555}.bad{color:#b00;font-weight:bold}"
+           "figure.chart svg{width:100%;height:auto}figcaption{font-size:13px;color:#555}.bad{color:#b00;font-weight:bold}"
            ".warn{background:#fff3cd;border:1px solid #e0c36a;padding:.5em 1em}")
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {len(all_df['run_id'].unique())} run(s).</p>",
             "<h2>Per-mode comparison (measured)</h2>", _html_table(header, rows)]
     for _, r in bound.iterrows():
-        note = notes[(notes["mode"] == r["mode"]) & (notes["scale"] == r["scale"])]["note"]
+        note = note_for(r)
         body.append(f"<p class='warn' data-flag='generator-bound'>Generator-bound: {html.escape(r['mode'])} at "
-                    f"{r['scale']:,} Services — Locust was CPU-bound{(' (' + html.escape(note.iloc[0]) + ')') if len(note) else ''}; "
-                    "its latencies include the generator's own queueing.</p>")
+                    f"{r['scale']:,} Services, {html.escape(kind_of(r))} run — Locust was CPU-bound"
+                    f"{(' (' + html.escape(note) + ')') if note else ''}; its latencies and throughput are the generator's "
+                    "limit, not the proxy's.</p>")
     body += ["<h2>First-packet slope beside KEP-3866</h2>"] + [f"<p>{_md_inline(p)}</p>" for p in slope_text.split("\n\n")]
     if not slope_table.empty:
         body.append(_html_table(*_df_rows(slope_table, {"ns_per_rule": lambda v: f"{v:.1f}"})))
