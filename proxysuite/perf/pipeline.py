@@ -61,35 +61,73 @@ def _say(progress, msg):
         progress(msg)
 
 
+class Sweep:
+    """The sweep in steps, so pytest can run one test per scale::
+
+        sw = Sweep(cluster, k8s, namespace, run_id, opts, progress=print)
+        sw.start()                # backend + client pods, direct-to-pod baseline at 0 Services
+        for n in (100, 1000):
+            sw.measure(n)         # grow to n, then every measurement at n
+        rec = sw.finish()         # tear the fleet down; rec.save() writes the frame
+    """
+
+    def __init__(self, cluster, k8s, namespace: str, run_id: str, opts: PerfOptions, reports_dir: str | Path = "reports",
+                 progress=None):
+        self.cluster, self.k8s, self.namespace, self.run_id = cluster, k8s, namespace, run_id
+        self.opts, self.reports_dir, self.progress = opts, reports_dir, progress
+        self.node = cluster.nodes()[0].name
+        self.rec: RunRecorder | None = None
+        self.fleet: ServiceFleet | None = None
+
+    def start(self) -> None:
+        cluster, opts = self.cluster, self.opts
+        meta = collect_metadata(cluster, self.node, self.k8s)
+        meta.update(scales=list(opts.scales), endpoints_per_service=opts.endpoints_per_service, namespace=self.namespace)
+        self.rec = RunRecorder(self.run_id, mode=cluster.mode, provider=cluster.provider, meta=meta)
+        _say(self.progress, f"perf: {cluster.mode} on {cluster.provider}, node {self.node}, scales {list(opts.scales)}")
+        n_backends = max(2, opts.endpoints_per_service)
+        backend_args = ["netexec", f"--http-port={BACKEND_PORT}", "--udp-port=8081"]
+        pods = start_pods(self.k8s, self.namespace,
+                          [pod_body(f"backend-{i}", cluster.backend_image, backend_args, self.run_id, self.node, "backend")
+                           for i in range(n_backends)]
+                          + [pod_body("client", cluster.backend_image, ["pause"], self.run_id, self.node, "client")],
+                          progress=self.progress)
+        self.backend_ips = [p["status"]["podIP"] for p in pods[:-1]]
+        self.client = cluster.pod_vantage(self.namespace, "client")
+        self.fleet = ServiceFleet(self.k8s, self.namespace, self.run_id, self.backend_ips, opts.endpoints_per_service,
+                                  progress=self.progress)
+        # The client's own cost: connect straight to a pod before any of our Services exist.
+        base = latency.first_packet(self.client, {"pod-direct": (self.backend_ips[0], BACKEND_PORT)},
+                                    rounds=opts.first_packet_rounds)
+        _record_fp(self.rec, 0, base, positions={}, chain_len=None)
+
+    def measure(self, scale: int) -> None:
+        if self.fleet is None:
+            raise RuntimeError("Sweep.measure() before start()")
+        if self.fleet.services and scale < len(self.fleet.services):
+            raise ValueError(f"scale {scale} is below the {len(self.fleet.services)} Services already created; sweep upwards")
+        _one_scale(self.cluster, self.k8s, self.namespace, self.node, self.client, self.fleet,
+                   lambda: metrics.scrape(self.cluster, self.node), self.backend_ips, scale, self.opts, self.rec,
+                   self.reports_dir, self.progress)
+
+    def finish(self) -> RunRecorder:
+        if self.fleet is not None and self.fleet.services:
+            top = len(self.fleet.services)
+            t = self.fleet.teardown()
+            self.rec.add("teardown.seconds", t["seconds"], "s", scale=top)
+        return self.rec
+
+
 def run_sweep(cluster, k8s, namespace: str, run_id: str, opts: PerfOptions, reports_dir: str | Path = "reports",
               progress=None) -> RunRecorder:
     """Run the whole sweep on ``cluster``; returns the recorder (``.save()`` writes the frame)."""
-    node = cluster.nodes()[0].name
-    meta = collect_metadata(cluster, node, k8s)
-    meta.update(scales=list(opts.scales), endpoints_per_service=opts.endpoints_per_service, namespace=namespace)
-    rec = RunRecorder(run_id, mode=cluster.mode, provider=cluster.provider, meta=meta)
-    _say(progress, f"perf: {cluster.mode} on {cluster.provider}, node {node}, scales {list(opts.scales)}")
-
-    n_backends = max(2, opts.endpoints_per_service)
-    backend_args = ["netexec", f"--http-port={BACKEND_PORT}", "--udp-port=8081"]
-    pods = start_pods(k8s, namespace, [pod_body(f"backend-{i}", cluster.backend_image, backend_args, run_id, node, "backend")
-                                       for i in range(n_backends)]
-                      + [pod_body("client", cluster.backend_image, ["pause"], run_id, node, "client")], progress=progress)
-    backend_ips = [p["status"]["podIP"] for p in pods[:-1]]
-    client = cluster.pod_vantage(namespace, "client")
-    fleet = ServiceFleet(k8s, namespace, run_id, backend_ips, opts.endpoints_per_service, progress=progress)
-    scrape = lambda: metrics.scrape(cluster, node)  # noqa: E731
-
-    # The client's own cost: connect straight to a pod before any of our Services exist.
-    base = latency.first_packet(client, {"pod-direct": (backend_ips[0], BACKEND_PORT)}, rounds=opts.first_packet_rounds)
-    _record_fp(rec, 0, base, positions={}, chain_len=None)
-
+    sw = Sweep(cluster, k8s, namespace, run_id, opts, reports_dir, progress)
     try:
+        sw.start()
         for scale in opts.scales:
-            _one_scale(cluster, k8s, namespace, node, client, fleet, scrape, backend_ips, scale, opts, rec, reports_dir, progress)
+            sw.measure(scale)
     finally:
-        t = fleet.teardown()
-        rec.add("teardown.seconds", t["seconds"], "s", scale=max(opts.scales))
+        rec = sw.finish()
     return rec
 
 

@@ -1,0 +1,79 @@
+"""Smoke run of the whole perf pipeline on the local provider: measure → frame → report → browser.
+
+100 Services per mode (iptables and nftables, one 1-node cluster each), a few
+samples of everything, one compare-modes report opened in headless Chromium.
+Checks that the pipeline works end to end on real kube-proxy, not how fast it is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import config as kconfig
+
+from proxysuite.cluster.local import provider
+from proxysuite.config import SuiteConfig
+from proxysuite.perf import frames
+from proxysuite.perf.pipeline import PerfOptions, run_sweep
+from proxysuite.perf.run import delete_namespace, perf_namespace
+from proxysuite.report import compare
+from proxysuite.report.browser import CHROMIUM, check_report
+
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root"),
+              pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = PerfOptions(scales=(100,), first_packet_rounds=50, npl_changes=4, npl_creates=1, load_seconds=2, load_rps=100,
+                    load_users=4, load_max_seconds=2, load_max_users=20)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("perf")
+    saved = {}
+    for mode in ("iptables", "nftables"):
+        cfg = SuiteConfig(provider="local", mode=mode, nodes=1, cluster_name=f"pssmoke-{mode}")
+        cl = provider.up(cfg, progress=lambda m: print(f"[up] {m}"), owner_pid=os.getpid())
+        k8s = kconfig.new_client_from_config(config_file=cl.kubeconfig)
+        ns = perf_namespace(k8s, cfg.run_id, mode)
+        try:
+            t0 = time.monotonic()
+            rec = run_sweep(cl, k8s, ns, cfg.run_id, SMOKE, reports_dir=out, progress=print)
+            saved[mode] = rec.save(out)
+            print(f"smoke sweep {mode}: {time.monotonic() - t0:.0f}s")
+        finally:
+            delete_namespace(k8s, ns)
+            k8s.close()
+            cl.close()
+            provider.down(cfg, progress=print)
+    return out, saved
+
+
+def test_frames_hold_every_measurement(runs):
+    _, saved = runs
+    for mode, paths in saved.items():
+        df, metas = frames.load([paths["parquet"]])
+        s = df[df["kind"] == "summary"]
+        have = set(zip(s["metric"], s["stat"]))
+        for need in [("create", "seconds"), ("sync_full", "mean"), ("sync_partial", "mean"), ("npl", "p50"),
+                     ("npl_metric", "mean"), ("first_packet", "p50"), ("proxy", "rss"), ("locust", "p99_us"),
+                     ("locust", "throughput_rps")]:
+            assert need in have, (mode, need)
+        meta = next(iter(metas.values()))
+        assert meta["proxy_mode_reported"] == mode and meta["kubernetes_version"].startswith("v1.")
+        assert meta["iptables_backend"] in ("nf_tables", "legacy") and meta["proxy_minSyncPeriod"]
+
+
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+def test_report_renders(runs):
+    out, saved = runs
+    report = ROOT / "reports" / "perf-smoke"
+    assert compare.main(["compare-modes", *(str(p["parquet"]) for p in saved.values()), "-o", str(report)]) == 0
+    res = check_report(report / "compare-modes.html", report / "screenshot.png")
+    assert res["console_errors"] == [] and res["remote_requests"] == []
+    assert {c["key"] for c in res["charts"]} >= {"sync", "npl", "first_packet", "locust"}
+    assert all(c["width"] > 300 and c["marks"] > 10 for c in res["charts"])
