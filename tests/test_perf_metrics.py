@@ -79,3 +79,24 @@ def test_summarize_has_process_and_histogram_rows():
     assert rows["proxy.cpu_seconds"]["value"] >= 0
     assert metrics.Delta(before, after).counter("kubeproxy_sync_proxy_rules_endpoint_changes_total") == 1
     assert "npl_metric.mean" not in rows  # no NPL observations → no mean row
+
+
+def test_real_kube_proxy_scrapes():
+    """Text captured from the local provider's kube-proxy v1.37.2 (iptables and nftables mode, 1 node, dual-stack)."""
+    from pathlib import Path
+
+    for mode in ("iptables", "nftables"):
+        text = (Path(__file__).parent / "data" / f"kube-proxy-metrics-{mode}.txt").read_text()
+        s = metrics.parse(text)
+        for fam in metrics.HISTOGRAMS:
+            assert s.families.get(fam) == "histogram", (mode, fam)
+        v4 = s.histogram(metrics.SYNC_FULL, ip_family="IPv4")
+        v6 = s.histogram(metrics.SYNC_FULL, ip_family="IPv6")
+        assert v4.count >= 1 and v6.count >= 1
+        # Against an empty earlier scrape the delta is the whole process life; only IPv4 is summarised.
+        rows = {r["metric"]: r for r in metrics.summarize(metrics.Delta(metrics.Scrape(at=s.at - 1), s))}
+        assert rows["sync_full.count"]["value"] == v4.count
+        assert rows["sync_full.mean"]["value"] == pytest.approx(v4.mean)
+        assert rows["proxy.rss"]["value"] == s.value(metrics.RSS) > 10 * 2**20
+        assert rows["npl_metric.count"]["value"] > 0
+        assert any(m.startswith("rules.") for m in rows)

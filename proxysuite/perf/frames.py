@@ -87,8 +87,12 @@ class RunRecorder:
                 df[c] = df[c].astype("string")
         return df[COLUMNS + extra]
 
+    def run_dir(self, reports_dir: str | os.PathLike = "reports") -> Path:
+        """``reports/perf/<UTC start>-<mode>-<run id>``: where ``save`` writes (and raw extras can go)."""
+        return Path(reports_dir) / "perf" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started))}-{self.mode}-{self.run_id}"
+
     def save(self, reports_dir: str | os.PathLike = "reports") -> dict[str, Path]:
-        out = Path(reports_dir) / "perf" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started))}-{self.mode}-{self.run_id}"
+        out = self.run_dir(reports_dir)
         out.mkdir(parents=True, exist_ok=True)
         df = self.frame()
         meta = {"run_id": self.run_id, "mode": self.mode, "provider": self.provider, "started": self.started, **self.meta}

@@ -19,6 +19,7 @@ All objects live in one namespace (the ``namespace`` fixture) and are labelled w
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import time
 from dataclasses import dataclass, field
@@ -147,6 +148,7 @@ def _one_scale(cluster, k8s, namespace, node, client, fleet, scrape, backend_ips
             source="last write → newest Service answers in the datapath")
     m1 = scrape()
     rec.add_rows(metrics.summarize(metrics.Delta(m0, m1)), scale=scale, phase="create")
+    _keep_scrapes(rec, reports_dir, scale, "create", m0, m1)
 
     # 2. full sync from a fresh proxy process at this scale
     if opts.restart_proxy and cluster.features().proxy_restart:
@@ -157,6 +159,7 @@ def _one_scale(cluster, k8s, namespace, node, client, fleet, scrape, backend_ips
                 source="proxy restart → first full sync finished (metrics)")
         empty = metrics.Scrape(at=t_restart)
         rec.add_rows(metrics.summarize(metrics.Delta(empty, fresh)), scale=scale, phase="restart")
+        _keep_scrapes(rec, reports_dir, scale, "restart", empty, fresh)
         latency.wait_for_state(client, last.cluster_ip, 80, True, time.time(), deadline_s=300)
 
     # 3. first packet
@@ -199,6 +202,7 @@ def _one_scale(cluster, k8s, namespace, node, client, fleet, scrape, backend_ips
         if sub:
             rec.add(f"npl_{change}.p50", float(np.median(sub)), "ms", scale=scale, source="datapath")
     rec.add_rows(metrics.summarize(metrics.Delta(m2, m3)), scale=scale, phase="npl")
+    _keep_scrapes(rec, reports_dir, scale, "npl", m2, m3)
     _say(progress, f"npl: endpoint flips p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms over {len(lat)} "
                    f"flips; Service creates p50 {np.median([c['latency_s'] for c in creates]) * 1000:.0f} ms at {scale} services"
                    if creates else f"npl: p50 {np.percentile(lat, 50):.0f} ms over {len(lat)} flips at {scale} services")
@@ -225,6 +229,15 @@ def _one_scale(cluster, k8s, namespace, node, client, fleet, scrape, backend_ips
             if res.generator_bound:
                 rec.add("locust.generator_bound_note", 1, "bool", scale=scale, target=kind,
                         note=res.summary["generator_bound_reason"])
+
+
+def _keep_scrapes(rec, reports_dir, scale, phase, *scrapes):
+    """Raw exposition text of the scrapes a phase's figures came from, so a run can be re-analysed."""
+    d = rec.run_dir(reports_dir) / "scrapes"
+    d.mkdir(parents=True, exist_ok=True)
+    for tag, s in zip(("before", "after"), scrapes):
+        with gzip.open(d / f"{scale:06d}-{phase}-{tag}.txt.gz", "wt") as fh:
+            fh.write(f"# scraped at {s.at:.6f}\n{s.text}")
 
 
 def _record_fp(rec, scale, fp, positions, chain_len, stable=True):
@@ -277,7 +290,9 @@ def _wait_full_sync(cluster, node, since, progress, timeout=900):
         except Exception:  # noqa: BLE001 - the proxy is still starting
             time.sleep(0.2)
             continue
-        full = s.histogram(metrics.SYNC_FULL) or s.histogram(metrics.SYNC)
+        # The IPv4 proxier's full sync; the IPv6 one (empty on these nodes) finishes first and must not count.
+        full = (s.histogram(metrics.SYNC_FULL, ip_family="IPv4") or s.histogram(metrics.SYNC_FULL)
+                or s.histogram(metrics.SYNC))
         start = s.value("process_start_time_seconds") or 0
         if full and full.count >= 1 and start >= since - 1:
             return s
