@@ -110,9 +110,17 @@ def _locally_rejected(o: Observation) -> bool:
 
 
 def _refused(obs, ctx):
-    if all(o.outcome == _REFUSED or _locally_rejected(o) for o in obs):
+    # A REJECT answers with TCP RST or ICMP port-unreachable, and the kernel rate-limits ICMP errors per
+    # peer (icmp_ratelimit 1 s, burst 6): when two workers probe through the same node at once, some
+    # rejections go silent. So REFUSED means: nothing answered, at least one probe was actively refused,
+    # and the rest timed out. A DROP never produces a refusal, so REJECT and DROP stay distinguishable.
+    refused = [o for o in obs if o.outcome == _REFUSED or _locally_rejected(o)]
+    silent = [o for o in obs if o.outcome == _TIMEOUT]
+    if refused and len(refused) + len(silent) == len(obs):
         local = sum(_locally_rejected(o) for o in obs)
-        return Verdict(True, f"all {len(obs)} refused" + (f" ({local} rejected on the sending host: EPERM)" if local else ""))
+        return Verdict(True, f"{len(refused)} of {len(obs)} refused"
+                       + (f", {len(silent)} silent (ICMP rate limit)" if silent else "")
+                       + (f" ({local} rejected on the sending host: EPERM)" if local else ""))
     return Verdict(False, analysis.summary(obs))
 
 
@@ -190,7 +198,8 @@ def _sticky(obs, ctx):
 REACH = Expectation("REACH", "every probe is answered, only by backends that may get traffic", _reach)
 REACH_ALL = Expectation("REACH_ALL", "every probe is answered and every ready backend answers at least once", _reach_all)
 REACH_LOCAL = Expectation("REACH_LOCAL", "every probe is answered by a backend on the receiving node", _reach_local)
-REFUSED = Expectation("REFUSED", "every connection is actively refused (TCP RST / ICMP port unreachable: REJECT)", _refused)
+REFUSED = Expectation("REFUSED", "connections are actively refused (TCP RST / ICMP port unreachable: REJECT); "
+                      "none is answered", _refused)
 TIMEOUT = Expectation("TIMEOUT", "no probe gets any answer (DROP or blackhole)", _all_outcome(_TIMEOUT))
 NO_REACH = Expectation("NO_REACH", "no probe is answered by anything (refused, timeout or unreachable)", _no_reach)
 SRC_IP_PRESERVED = Expectation("SRC_IP_PRESERVED", "the backend sees the client's own address", _src_preserved)

@@ -137,7 +137,7 @@ class Forensics:
             if feats.node_exec:
                 try:
                     rules = self.cluster.proxy_rules(node)
-                    self._full[f"rules-{node}.txt"] = rules
+                    self._full[f"ruleset-full-{node}.txt"] = rules
                     sections[f"rules {node}"] = self._excerpt(rules, vips, nodeports, names)
                 except Exception as exc:  # noqa: BLE001
                     sections[f"rules {node}"] = f"could not read rules: {type(exc).__name__}: {exc}"

@@ -35,9 +35,15 @@ def _scenario(cluster, k8s, suite_config, namespace):
                           services={"before": ServiceSpec("ClusterIP")}, host_clients=False)
 
 
+def _require(cluster, feature):
+    ok, why = cluster.features().require(feature)
+    if not ok:
+        pytest.skip(why)
+
+
 @check("disruption", "proxy-restart", disruptive=True)
-@pytest.mark.needs("proxy_restart")
 def test_proxy_restart(cluster, k8s, suite_config, namespace, conformance):
+    _require(cluster, "proxy_restart")
     sc = _scenario(cluster, k8s, suite_config, namespace)
     jig = sc.jig
     node = jig.node_names[-1]
@@ -58,8 +64,8 @@ def test_proxy_restart(cluster, k8s, suite_config, namespace, conformance):
 
 
 @check("disruption", "rules-flushed", disruptive=True)
-@pytest.mark.needs("node_exec")
 def test_rules_flushed(cluster, k8s, suite_config, namespace, conformance):
+    _require(cluster, "node_exec")
     if cluster.mode not in FLUSH:
         pytest.skip(f"flushing rules is defined for kube-proxy iptables/nftables, not {cluster.mode}")
     sc = _scenario(cluster, k8s, suite_config, namespace)

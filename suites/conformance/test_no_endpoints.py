@@ -34,7 +34,7 @@ from proxysuite.conformance.scenario import ServiceSpec, build_scenario, externa
 pytestmark = pytest.mark.xdist_group("no-endpoints")
 
 EMPTY_ROWS = [
-    Row(v, t, p, expect=REFUSED, klass=EXPECTED, count=2, interval=1.0, service="empty")
+    Row(v, t, p, expect=REFUSED, klass=EXPECTED, count=3, interval=0.5, service="empty")
     for v, targets in (
         ("pod-other-node", ("clusterip", "nodeport-local", "nodeport-remote", "lb", "external-ip")),
         ("node", ("clusterip", "nodeport-remote")),

@@ -1,0 +1,157 @@
+"""Verdict machinery without a cluster: uniformity statistics, expectations, rows, matrix merge."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from proxysuite.conformance import (
+    IMPLEMENTATION_DEFINED,
+    NO_REACH,
+    REACH,
+    REACH_ALL,
+    REACH_LOCAL,
+    REFUSED,
+    SRC_IP_MASQUERADED,
+    SRC_IP_PRESERVED,
+    STICKY,
+    TIMEOUT,
+    UNIFORM,
+    Context,
+    Row,
+    per_mode,
+)
+from proxysuite.conformance import matrix as mx
+from proxysuite.conformance.expectations import classify
+from proxysuite.probes import analysis
+from proxysuite.probes.engine import Observation
+
+
+def ok(backend, client_ip="10.244.2.5"):
+    return Observation("10.96.0.10", 80, "tcp", "ok", backend=backend, client_ip=client_ip)
+
+
+def bad(outcome, error=None):
+    return Observation("10.96.0.10", 80, "tcp", outcome, error=error)
+
+
+BACKENDS = ["a", "b", "c"]
+
+
+def test_sample_size_gives_stated_power():
+    n = analysis.samples_for_uniformity(3)
+    assert analysis.chi_square_power(n, 3) >= analysis.DEFAULT_POWER
+    assert analysis.chi_square_power(n - 3, 3) < analysis.DEFAULT_POWER
+    assert n % 3 == 0
+
+
+def test_uniform_sample_passes_and_skew_fails():
+    rng = random.Random(7)
+    n = analysis.samples_for_uniformity(3)
+    fair = [ok(rng.choice(BACKENDS)) for _ in range(n)]
+    skew = [ok(rng.choices(BACKENDS, weights=[2, 1, 1])[0]) for _ in range(n)]
+    ctx = Context(backends=BACKENDS)
+    assert UNIFORM.evaluate(fair, ctx).ok
+    v = UNIFORM.evaluate(skew, ctx)
+    assert not v.ok and "chi-square" in v.detail and "power" in v.detail
+
+
+def test_false_alarm_rate_matches_alpha():
+    # 2000 fair samples of the test: at alpha 0.001 expect about 2 rejections; allow up to 10.
+    rng = random.Random(11)
+    fails = sum(not analysis.uniformity([ok(rng.choice(BACKENDS)) for _ in range(120)], BACKENDS).uniform for _ in range(2000))
+    assert fails <= 10
+
+
+def test_missing_and_unexpected_backends():
+    obs = [ok("a")] * 10 + [ok("b")] * 10
+    assert not REACH_ALL.evaluate(obs, Context(backends=BACKENDS)).ok
+    assert "c" in analysis.uniformity(obs, BACKENDS).missing
+    stray = obs + [ok("zombie")]
+    v = REACH.evaluate(stray, Context(backends=["a", "b"]))
+    assert not v.ok and "zombie" in v.detail
+
+
+def test_refused_tolerates_icmp_rate_limit_but_not_drop():
+    assert REFUSED.evaluate([bad("refused"), bad("timeout"), bad("refused")], Context()).ok
+    assert not REFUSED.evaluate([bad("timeout")] * 3, Context()).ok  # that is a DROP
+    assert TIMEOUT.evaluate([bad("timeout")] * 3, Context()).ok
+    assert not REFUSED.evaluate([bad("refused"), ok("a")], Context()).ok
+    eperm = bad("error", "PermissionError: [Errno 1] Operation not permitted")
+    assert REFUSED.evaluate([eperm, eperm], Context()).ok
+
+
+def test_source_ip_and_locality():
+    ctx = Context(source_ip="10.200.0.200", backends=BACKENDS, local_backends=["a"])
+    kept = [ok("a", "10.200.0.200")] * 5
+    snat = [ok("a", "10.244.1.1")] * 5
+    assert (REACH & SRC_IP_PRESERVED).evaluate(kept, ctx).ok
+    assert not SRC_IP_PRESERVED.evaluate(snat, ctx).ok
+    assert SRC_IP_MASQUERADED.evaluate(snat, ctx).ok
+    assert not REACH_LOCAL.evaluate(kept + [ok("b", "10.200.0.200")], ctx).ok
+    assert (REACH_LOCAL & SRC_IP_PRESERVED).name == "REACH_LOCAL+SRC_IP_PRESERVED"
+
+
+def test_sticky():
+    assert STICKY.evaluate([ok("a")] * 20, Context()).ok
+    assert not STICKY.evaluate([ok("a")] * 19 + [ok("b")], Context()).ok
+
+
+def test_classify_names_the_most_specific_behaviour():
+    assert classify([bad("timeout")] * 2, Context(), [NO_REACH]) == "TIMEOUT"
+    assert classify([bad("refused")] * 2, Context(), [NO_REACH]) == "REFUSED"
+    assert classify([bad("unreachable")] * 2, Context(), [NO_REACH]) == "NO_REACH"
+    assert classify([ok("a"), bad("timeout")], Context()).startswith("MIXED")
+
+
+def test_row_ids_and_per_mode_tables():
+    row = Row("node", "nodeport-localhost", expect=per_mode(REACH, nftables=REFUSED), klass=IMPLEMENTATION_DEFINED)
+    assert row.id == "node->nodeport-localhost/tcp"
+    assert row.expectation_for("nftables") is REFUSED
+    assert row.expectation_for("iptables") is REACH
+    assert row.expectation_for("custom") is REACH
+    assert Row("external", "lb", "udp", service="local").id == "external->lb@local/udp"
+    assert Row("pod-same-node", "clusterip", expect=per_mode(iptables=REACH)).expectation_for("cilium") is None
+
+
+def _run(mode, result, observed, klass="implementation-defined"):
+    rec = {"check": "to-service[node->nodeport-localhost/tcp]", "capability": "routing", "name": "to-service",
+           "result": result, "klass": klass, "expected": observed, "observed": observed, "path": "p", "reason": "", "notes": []}
+    return mx.build_run([rec], "local", mode, "r1")
+
+
+def test_matrix_merges_modes_and_lists_differences(tmp_path):
+    ipt = _run("iptables", "implementation-defined", "REACH")
+    nft = _run("nftables", "implementation-defined", "REFUSED")
+    skip = mx.build_run([{"check": "to-service[node->nodeport-localhost/tcp]", "capability": "routing", "result": "skipped",
+                          "reason": "IPVS mode needs CONFIG_IP_VS"}], "local", "ipvs", "r2")
+    root = tmp_path / "matrix"
+    for doc, col in ((ipt, "iptables"), (nft, "nftables"), (skip, "ipvs")):
+        mx.write_outputs(root, doc, col)
+    merged = json.loads((root / "matrix.json").read_text())
+    assert sorted(merged["runs"]) == ["iptables", "ipvs", "nftables"]
+    cells = merged["checks"]["to-service[node->nodeport-localhost/tcp]"]["modes"]
+    assert cells["iptables"]["observed"] == "REACH" and cells["nftables"]["observed"] == "REFUSED"
+    md = (root / "matrix.md").read_text()
+    assert "| `to-service[node->nodeport-localhost/tcp]` | impl REACH (I) | skip: IPVS mode needs CONFIG_IP_VS | impl REFUSED (I) |" in md
+    assert "## Differences between runs" in md and "iptables: REACH" in md and "nftables: REFUSED" in md
+    # The CLI merges files from different folders the same way.
+    out = tmp_path / "merged"
+    assert mx.main(["merge", str(root / "matrix-iptables.json"), str(root / "matrix-nftables.json"), "-o", str(out)]) == 0
+    assert sorted(json.loads((out / "matrix.json").read_text())["runs"]) == ["iptables", "nftables"]
+
+
+def test_matrix_parts_from_several_processes(tmp_path):
+    root = tmp_path / "m"
+    rec = {"check": "c1", "capability": "x", "result": "pass"}
+    mx.append_part(root, "run1", rec)
+    (root / ".parts" / "run1" / "999999.jsonl").write_text(json.dumps({**rec, "check": "c2"}) + "\n")
+    js, _ = mx.finish_run(root, "run1", "local", "iptables")
+    assert sorted(json.loads(js.read_text())["checks"]) == ["c1", "c2"]
+
+
+def test_schema_mismatch_is_refused():
+    with pytest.raises(ValueError):
+        mx.merge([{"schema": 99}])
