@@ -344,6 +344,36 @@ def test_never_pod_completes_and_releases_sandbox(node):
     assert "out" in (node.pods_dir / "ns1_job_c.log").read_text()
 
 
+def test_on_failure_restarts_until_success(node):
+    # Fails on the first run (no marker file yet), succeeds on the second: one restart, then Succeeded.
+    marker = node.state_dir / "marker"
+    script = f"if [ -e {marker} ]; then exit 0; else touch {marker}; exit 1; fi"
+    pod = make_pod("retry", [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}], restartPolicy="OnFailure")
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    w.join(15)
+    st = sink.last
+    assert st["phase"] == "Succeeded" and st["containerStatuses"][0]["restartCount"] == 1
+    assert st["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 1
+
+
+def test_readiness_gate_holds_ready(node):
+    pod = make_pod("gated", [{"name": "c", "image": "pause"}], readinessGates=[{"conditionType": "example.com/lb-ready"}])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        st = sink.wait("ContainersReady", lambda s: cond(s, "ContainersReady") == "True")
+        assert cond(st, "Ready") == "False" and next(c for c in st["conditions"] if c["type"] == "Ready")["reason"] == "ReadinessGatesNotReady"
+        gate = {"type": "example.com/lb-ready", "status": "True", "lastTransitionTime": rt.now_rfc3339()}
+        w.update({**pod, "status": {"conditions": pod["status"]["conditions"] + [gate]}})
+        sink.wait("Ready once the gate is True", lambda s: cond(s, "Ready") == "True")
+    finally:
+        w.kill_now()
+        w.join(10)
+
+
 def test_unknown_image_waits_with_reason(node):
     pod = make_pod("web", [{"name": "nginx", "image": "nginx:1.27"}])
     sink = Sink()
