@@ -48,11 +48,19 @@ Differences from kubelet (the complete list; each is a deliberate simplification
   exec are supported; grpc probes always fail with a message. Exec probes and exec hooks run the
   command from the host filesystem inside the container's netns+UTS (``nsenter``); agnhost is
   mapped to the local binary, other programs must exist on the host.
-* **Lifecycle hooks**: postStart and preStop with exec, httpGet, tcpSocket and sleep. Sidecar
-  init containers (``restartPolicy: Always`` on an init container) are run as ordinary init
-  containers; ephemeral containers, ``kubectl exec/logs/port-forward/attach`` (no kubelet API on
-  :10250) and static/mirror pods are not supported. Logs are files under
+* **Lifecycle hooks**: postStart and preStop with exec, httpGet and sleep (tcpSocket too, which
+  kubelet ignores). postStart runs beside the container instead of holding it in "waiting".
+* **Not supported**: sidecar init containers (``restartPolicy: Always`` on an init container is
+  run as an ordinary init container, so one that never exits blocks initialisation), ephemeral
+  containers, ``kubectl exec/logs/port-forward/attach`` (no kubelet API on :10250), static and
+  mirror pods, user namespaces, pod overhead. Logs are files under
   ``<state-dir>/pods/<ns>_<pod>_<container>.log``.
+* **Probes come from the node netns** as in kubelet, with the source address of the node side of
+  the pod's veth (the pod CIDR's ``.1``), not the node's InternalIP.
+* **Back-off is not persisted**: a restarted agent adopts running containers (keeping their
+  readiness and restart counts), but restarts a crashed one at once instead of finishing its
+  CrashLoopBackOff wait. A pod deleted while the agent was down gets its full grace period
+  counted from when the agent saw it.
 * **Networking**: IPv4 only; host-local-style IPAM from ``--pod-cidr`` (.2 upward, state in
   ``<state-dir>/ipam.json``); hostPort is not mapped (use hostNetwork or a NodePort).
 * **Node**: no kubelet serving endpoint (``daemonEndpoints`` unset), no node status beyond
