@@ -437,6 +437,15 @@ def _proc_starttime(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def _argv_for_log(argv: list[str], limit: int = 80) -> str:
+    """One log line per command: ``python3 -c <a whole program>`` would otherwise fill the log."""
+    out = []
+    for a in argv:
+        a = a.replace("\n", "\\n")
+        out.append(a if len(a) <= limit else a[:limit] + f"…(+{len(a) - limit} chars)")
+    return " ".join(out)
+
+
 def _exit_code(returncode: int) -> int:
     # Popen reports "killed by signal N" as -N; the container runtime reports 128+N.
     return 128 - returncode if returncode < 0 else returncode
@@ -462,7 +471,7 @@ class ContainerProcess:
         wrapper = ["ip", "netns", "exec", netns, "unshare", "--uts", "--",
                    "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *argv]
         with open(log_path, "ab", buffering=0) as logf:
-            logf.write(f"--- {now_rfc3339()} start: {' '.join(argv)}\n".encode())
+            logf.write(f"--- {now_rfc3339()} start: {_argv_for_log(argv)}\n".encode())
             popen = subprocess.Popen(wrapper, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                      start_new_session=True, cwd=cwd, close_fds=True)
         # ip/unshare/sh all exec, so the pid stays the container's main process.
@@ -1051,7 +1060,7 @@ class PodWorker:
         c.ever_ran, c.ready, c.started, c.killing = True, False, False, False
         c.waiting_reason = c.waiting_message = ""
         c.container_id = self._container_id(c)
-        log.info("pod %s: started container %s (pid %d): %s", self.key, c.name, c.proc.pid, " ".join(argv))
+        log.info("pod %s: started container %s (pid %d): %s", self.key, c.name, c.proc.pid, _argv_for_log(argv))
         self._save_state()
         self._start_probers(c)
         post_start = ((c.spec.get("lifecycle") or {}).get("postStart"))
