@@ -245,7 +245,9 @@ def wait_settled(scrape_fn, since: float, timeout: float = 900, progress=None, p
         s = scrape_fn()
         pending = (s.value("kubeproxy_sync_proxy_rules_endpoint_changes_pending") or 0) + \
                   (s.value("kubeproxy_sync_proxy_rules_service_changes_pending") or 0)
-        last = s.value("kubeproxy_sync_proxy_rules_last_timestamp_seconds") or 0
+        # Labelled per IP family: the IPv4 proxier's, not the sum of both (which is always "after").
+        last = (s.value("kubeproxy_sync_proxy_rules_last_timestamp_seconds", ip_family="IPv4")
+                or s.value("kubeproxy_sync_proxy_rules_last_timestamp_seconds") or 0)
         if pending == 0 and last >= since:
             return last
         if progress and time.time() - last_say > 10:

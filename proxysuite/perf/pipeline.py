@@ -20,7 +20,6 @@ All objects live in one namespace (the ``namespace`` fixture) and are labelled w
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +146,10 @@ def _one_scale(cluster, k8s, namespace, node, client, fleet, scrape, backend_ips
     rec.add("create.settle_seconds", seen - t_written, "s", scale=scale,
             source="last write → newest Service answers in the datapath")
     m1 = scrape()
+    lines = _ruleset_lines(cluster, node)
+    if lines is not None:
+        rec.add("datapath.ruleset_lines", lines, "lines", scale=scale,
+                source="iptables-save" if cluster.mode == "iptables" else "nft list table ip kube-proxy")
     rec.add_rows(metrics.summarize(metrics.Delta(m0, m1)), scale=scale, phase="create")
     _keep_scrapes(rec, reports_dir, scale, "create", m0, m1)
 
@@ -252,6 +255,17 @@ def _record_fp(rec, scale, fp, positions, chain_len, stable=True):
         rec.add("first_packet.slope_per_rule", slope, "ns/rule", scale=scale, r2=r2, source="median vs KUBE-SERVICES position")
 
 
+def _ruleset_lines(cluster, node):
+    """Size of what the proxy programmed, in lines of its own dump (None where there is no node exec)."""
+    argv = {"iptables": ["iptables-save"], "nftables": ["nft", "list", "table", "ip", "kube-proxy"]}.get(cluster.mode)
+    if argv is None:
+        return None
+    try:
+        return len(cluster.node_exec(node, argv, timeout=300).splitlines())
+    except Exception:  # noqa: BLE001 - size is context, not a measurement the run depends on
+        return None
+
+
 def _chain_order(cluster, node, namespace):
     if cluster.mode != "iptables":
         return [], None
@@ -307,7 +321,3 @@ def _client_netns(cluster, k8s, namespace):
     from kubernetes import client
 
     return finder(client.CoreV1Api(k8s).read_namespaced_pod("client", namespace))
-
-
-def in_networks(ip: str, nets) -> bool:
-    return any(ipaddress.ip_address(ip) in ipaddress.ip_network(n) for n in nets)

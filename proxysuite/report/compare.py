@@ -157,6 +157,14 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     row("Service lookup cost (first packet, new TCP connection)", lookup)
     row("Rule sync time (mean per sync)", sync)
     row("Network programming latency (datapath)", npl)
+    lines = tables.pick(df, "datapath", "ruleset_lines")
+
+    def size(m):
+        s_ = lines[m].dropna() if not lines.empty and m in lines.columns else pd.Series(dtype=float)
+        return f"{s_.iloc[0]:,.0f} lines at {s_.index[0]:,} → {s_.iloc[-1]:,.0f} at {s_.index[-1]:,}" if len(s_) else "–"
+
+    if not lines.empty:
+        row("Datapath size (lines of iptables-save / nft list table)", size)
     row("Proxy memory (RSS)", mem)
     row("Proxy CPU", cpu_fn)
     row("Load through a Service (Locust, new connection per request)", load_fn)
