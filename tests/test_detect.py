@@ -129,3 +129,49 @@ def test_nothing_answers():
     d = detect(get_configmap=configmaps(), proxy_mode_answers=lambda: None)
     assert d.mode is None and "no ConfigMap kube-system/kube-proxy" in str(d)
     assert isinstance(d, Detection)
+
+
+# --- real answers from the local provider's kube-proxy ---------------------------------------------
+
+@pytest.fixture(scope="module", params=["iptables", "nftables"])
+def local_cluster(request):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("the local provider needs root")
+    from proxysuite.cluster.local import provider
+    from proxysuite.config import SuiteConfig
+
+    cfg = SuiteConfig(provider="local", mode=request.param, nodes=2, cluster_name=f"pstest-detect-{request.param}")
+    cl = provider.up(cfg, progress=lambda m: print(f"[up] {m}"), owner_pid=os.getpid())
+    yield cl
+    cl.close()
+    provider.down(cfg, progress=print)
+
+
+def test_real_proxy_mode_answers_parse(local_cluster):
+    for node in local_cluster.nodes():
+        status, body = local_cluster.proxy_http(node.name, 10249, "/proxyMode")
+        assert status == 200
+        assert parse_proxy_mode(body) == local_cluster.mode
+
+
+def test_detect_on_a_real_cluster(local_cluster):
+    """The whole chain on real sources: the apiserver's ConfigMaps (none for Cilium or kube-proxy here: the local
+    provider runs kube-proxy as a process) and kube-proxy's real /proxyMode answer."""
+    import json
+
+    from proxysuite.cluster.remote import Kubectl
+
+    kubectl = Kubectl(local_cluster.kubeconfig)
+
+    def get_configmap(namespace, name):
+        proc = kubectl.run("get", "configmap", "-n", namespace, name, "-o", "json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    node = local_cluster.nodes()[0].name
+    d = detect(get_configmap=get_configmap, cilium_status=lambda: None,
+               proxy_mode_answers=lambda: (node, local_cluster.proxy_http(node, 10249, "/proxyMode")[1]))
+    assert d.mode == local_cluster.mode
+    assert d.source == f"kube-proxy /proxyMode on {node}"
+    assert d.tried == ["no ConfigMap kube-system/cilium-config (no Cilium)"]
