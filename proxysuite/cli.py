@@ -6,6 +6,7 @@
     proxysuite cluster env    [...]        # prints `export KUBECONFIG=...`
     proxysuite janitor        [--all]      # removes what crashed runs left behind
     proxysuite images         [--mode M]   # every image the suite pulls (for air-gapped preloading)
+    proxysuite perf run       [cluster options] [--scales 100,1k,5k,10k] ...   # the perf sweep outside pytest
     proxysuite report compare-modes RESULTS... [-o DIR]
 
 Exit codes: 0 ok, 2 bad input or unusable environment (one line naming the fix), 3 unsupported here.
@@ -81,7 +82,17 @@ def cmd_images(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
     from .report import compare
 
+    if rest[:1] == ["compare-modes"]:
+        rest = rest[1:]
     return compare.main(rest)
+
+
+def cmd_perf(args: argparse.Namespace, rest: list[str]) -> int:
+    from .perf import run
+
+    if rest[:1] == ["run"]:
+        rest = rest[1:]
+    return run.main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,13 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     img = sub.add_parser("images", help="list every container image the suite pulls (kind/existing), for preloading")
     img.add_argument("--mode", default=None, help="only the images this mode needs")
     sub.add_parser("report", help="reports: `proxysuite report compare-modes RESULTS... [-o DIR]`", add_help=False)
+    sub.add_parser("perf", help="perf sweep outside pytest: `proxysuite perf run --mode M --scales 100,1k,5k,10k`", add_help=False)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()
-    if argv[:1] == ["report"]:
+    if argv[:1] in (["report"], ["perf"]):
         args, rest = ap.parse_args(argv[:1]), argv[1:]
     else:
         args, rest = ap.parse_args(argv), []
@@ -112,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_janitor(args)
         if args.command == "images":
             return cmd_images(args)
+        if args.command == "perf":
+            return cmd_perf(args, rest)
         return cmd_report(args, rest)
     except Unsupported as exc:
         print(f"proxysuite: unsupported here: {exc}", file=sys.stderr)
