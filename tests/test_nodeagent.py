@@ -226,13 +226,11 @@ def test_pod_runs_probes_and_terminates_gracefully(node):
     t0 = time.monotonic()
     terminating = {"metadata": {**pod["metadata"], "deletionTimestamp": rt.now_rfc3339(), "deletionGracePeriodSeconds": 10},
                    "spec": pod["spec"], "status": pod["status"]}
-    n_before = len(sink.statuses)
     w.update(terminating)
     w.join(20)
     elapsed = time.monotonic() - t0
     assert sink.finished == [True], "on_finished(deleted=True) tells the agent to delete the API object"
-    during = [rt.strip_nulls(s) for s in sink.statuses[n_before:-1]]
-    assert any(cond(s, "Ready") == "True" for s in during), "readiness must keep being reported while terminating"
+    assert cond(rt.strip_nulls(sink.statuses[-2]), "Ready") == "True", "a terminating pod that still passes readiness stays Ready"
     assert 2.5 <= elapsed < 10, f"preStop 1s + delay-shutdown 2s should take ~3s, took {elapsed:.1f}s"
     final = sink.last
     assert final["phase"] in ("Succeeded", "Failed") and cond(final, "Ready") == "False"
@@ -244,6 +242,27 @@ def test_pod_runs_probes_and_terminates_gracefully(node):
     assert _leftover_pids(node.run_id) == []
     assert node.ipam.allocations() == {}
     assert not (node.pods_dir / f"{pod['metadata']['uid']}.json").exists()
+
+
+def test_readiness_is_probed_while_terminating(node, tmp_path):
+    # The exec readiness probe passes while a file exists; it is removed once termination began
+    # (the preStop sleep keeps the container running), so Ready must turn False before the end.
+    flag = tmp_path / "ready"
+    flag.touch()
+    pod = make_pod("draining", [{"name": "c", "image": "pause",
+                                 "readinessProbe": {"exec": {"command": ["sh", "-c", f"test -e {flag}"]}, "periodSeconds": 1},
+                                 "lifecycle": {"preStop": {"sleep": {"seconds": 4}}}}], terminationGracePeriodSeconds=10)
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
+    w.begin_termination(10)
+    time.sleep(0.5)
+    flag.unlink()
+    st = sink.wait("unready while still running", lambda s: cond(s, "Ready") == "False", timeout=4)
+    assert "running" in st["containerStatuses"][0]["state"], "the container is still in preStop: readiness alone turned it unready"
+    w.join(15)
+    assert sink.finished == [True]
 
 
 def test_sigkill_after_grace(node):

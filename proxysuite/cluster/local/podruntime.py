@@ -869,13 +869,18 @@ class PodWorker:
 
     # ---- main loop ----------------------------------------------------------------------
     def _run(self) -> None:
+        last, last_at = None, 0.0
         try:
             self._prepare()
             while not self._stop.is_set():
                 with self._lock:
                     self._step()
                     status = self.status()
-                self.sink(self.pod, status)
+                # The sink (the agent's status manager) dedups too; skipping unchanged statuses here
+                # keeps an idle pod at a few dict compares per second.
+                if status != last or self.finished or time.monotonic() - last_at > 10:
+                    self.sink(self.pod, status)
+                    last, last_at = status, time.monotonic()
                 if self.finished:
                     break
                 self._wake.wait(TICK)
