@@ -31,6 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from ... import images
 from ...config import SuiteConfig
 from ...errors import SuiteError, Unsupported
 from ...modes import get_mode, require_ipvs_kernel
@@ -41,8 +42,9 @@ from .state import ClusterState, all_states, new_state
 
 Progress = Callable[[str], None]
 
-CLIENT_IMAGE = "docker.io/library/python:3.13-alpine"
-BACKEND_IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+# Same image names as kind/existing, so a suite's manifests are identical everywhere; the node agent maps them.
+CLIENT_IMAGE = images.CLIENT_IMAGE
+BACKEND_IMAGE = images.AGNHOST_IMAGE
 READY_TIMEOUT = 90.0
 """Ceiling for each bring-up wait (apiserver ready, nodes Ready, proxies healthy); a warm start takes seconds."""
 
