@@ -67,8 +67,9 @@ Differences from kubelet (the complete list; each is a deliberate simplification
   Ready/pressure conditions, no eviction, no graceful node shutdown, no image GC, no CSR/TLS
   bootstrap (the provider gives the agent a ready kubeconfig for ``system:node:<node>``).
 * **Pod status**: activeDeadlineSeconds, resize, resource claims, and ``PodReadyToStartContainers``
-  going False on sandbox loss are not handled; events are not emitted (``kubectl describe`` shows
-  none from the node). A restarted agent adopts running containers but cannot know the exit code
+  going False on sandbox loss are not handled. Events are best effort: Started, Killing, BackOff,
+  Failed, FailedCreatePodSandBox, and Unhealthy only when a probe result flips (kubelet posts one per
+  failed probe); no Pulling/Pulled/Created. A restarted agent adopts running containers but cannot know the exit code
   of an adopted process that dies later (reported as 137, like kubelet's ContainerStatusUnknown).
 """
 
@@ -235,6 +236,60 @@ class StatusManager:
             return None
 
 
+class EventRecorder:
+    """Posts Events about pods from one thread, best effort (kubelet's Started/Killing/Unhealthy/BackOff).
+
+    Identical events within a minute are sent once (kubelet's correlator would count them).
+    A full queue drops events rather than slowing pods down.
+    """
+
+    def __init__(self, rest: Rest, node: str, stop: threading.Event):
+        import queue
+
+        self.rest, self.node, self.stop = rest, node, stop
+        self.queue: queue.Queue = queue.Queue(maxsize=1000)
+        self._recent: dict[tuple, float] = {}
+        self._warned = False
+        threading.Thread(target=self._loop, name="events", daemon=True).start()
+
+    def __call__(self, pod: dict, etype: str, reason: str, message: str) -> None:
+        meta = pod["metadata"]
+        key = (meta["uid"], reason, message)
+        now = time.monotonic()
+        if now - self._recent.get(key, -1e9) < 60:
+            return
+        self._recent[key] = now
+        if len(self._recent) > 5000:
+            self._recent = {k: t for k, t in self._recent.items() if now - t < 60}
+        try:
+            self.queue.put_nowait((meta["namespace"], meta["name"], meta["uid"], etype, reason, message))
+        except Exception:  # noqa: BLE001 - queue full: events are best effort
+            pass
+
+    def _loop(self) -> None:
+        import queue
+
+        while not self.stop.is_set():
+            try:
+                ns, name, uid, etype, reason, message = self.queue.get(timeout=1)
+            except queue.Empty:
+                continue
+            ts = rt.now_rfc3339()
+            body = {"apiVersion": "v1", "kind": "Event",
+                    "metadata": {"generateName": f"{name}.", "namespace": ns},
+                    "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name, "uid": uid},
+                    "type": etype, "reason": reason, "message": message[:1024], "count": 1,
+                    "firstTimestamp": ts, "lastTimestamp": ts,
+                    "source": {"component": "kubelet", "host": self.node},
+                    "reportingComponent": "kubelet", "reportingInstance": self.node}
+            try:
+                self.rest("POST", f"/api/v1/namespaces/{ns}/events", body)
+            except Exception as exc:  # noqa: BLE001 - forensics only; say it once
+                if not self._warned:
+                    log.warning("could not post events (further failures are not logged): %s", exc)
+                    self._warned = True
+
+
 class Agent:
     def __init__(self, args: argparse.Namespace):
         from kubernetes import config as kconfig
@@ -246,6 +301,7 @@ class Agent:
         self.rest = Rest(kconfig.new_client_from_config(config_file=args.kubeconfig))
         self.stop = threading.Event()
         self.status = StatusManager(self.rest, self.stop)
+        self.events = EventRecorder(self.rest, args.node, self.stop)
         self.workers: dict[str, rt.PodWorker] = {}
         self.lock = threading.RLock()
         self.node_uid: str | None = None
@@ -367,7 +423,7 @@ class Agent:
                 if meta.get("deletionTimestamp"):
                     threading.Thread(target=self._delete_pod, args=(pod,), daemon=True).start()
                 return
-            w = rt.PodWorker(pod, self.env, self.status.sink, self._on_finished)
+            w = rt.PodWorker(pod, self.env, self.status.sink, self._on_finished, self.events)
             self.workers[uid] = w
             log.info("pod %s/%s (uid %s): starting", meta.get("namespace"), meta["name"], uid)
             w.start()

@@ -778,11 +778,14 @@ class PodWorker:
     """
 
     def __init__(self, pod: dict, env: NodeEnv, sink: Callable[[dict, dict], None],
-                 on_finished: Callable[[dict, bool], None] | None = None):
+                 on_finished: Callable[[dict, bool], None] | None = None,
+                 recorder: Callable[[dict, str, str, str], None] | None = None):
         self.pod = pod
         self.env = env
         self.sink = sink
         self.on_finished = on_finished or (lambda pod, deleted: None)
+        self.recorder = recorder or (lambda pod, etype, reason, message: None)
+        """``recorder(pod, type, reason, message)`` turns lifecycle steps into Events (kubelet's wording)."""
         meta = pod["metadata"]
         self.uid = meta["uid"]
         self.key = f"{meta.get('namespace', 'default')}/{meta['name']}"
@@ -935,6 +938,7 @@ class PodWorker:
                 error = f"failed to create pod sandbox: {exc}"
                 if error != self.sandbox_error:
                     log.warning("pod %s: %s", self.key, error)
+                    self.recorder(self.pod, "Warning", "FailedCreatePodSandBox", error)
                 self.sandbox_error = error
                 self._sandbox_backoff = min(max(self._sandbox_backoff * 2, 1.0), 30.0)
                 self._sandbox_retry_at = time.monotonic() + self._sandbox_backoff
@@ -1046,6 +1050,8 @@ class PodWorker:
         try:
             argv = resolve_argv(c.spec, self.env.agnhost, env)
         except CannotRunImage as exc:
+            if c.waiting_reason != CANNOT_RUN_REASON:
+                self.recorder(self.pod, "Warning", "Failed", str(exc))
             c.waiting_reason, c.waiting_message = CANNOT_RUN_REASON, str(exc)
             c.ever_ran = False
             c.proc = None
@@ -1066,6 +1072,7 @@ class PodWorker:
         c.waiting_reason = c.waiting_message = ""
         c.container_id = self._container_id(c)
         log.info("pod %s: started container %s (pid %d): %s", self.key, c.name, c.proc.pid, _argv_for_log(argv))
+        self.recorder(self.pod, "Normal", "Started", f"Started container {c.name}")
         self._save_state()
         self._start_probers(c)
         post_start = ((c.spec.get("lifecycle") or {}).get("postStart"))
@@ -1125,13 +1132,17 @@ class PodWorker:
                 self._on_started(c)
             elif p.kind == "startup" and p.failed and c.running and not c.killing and not self.terminating:
                 log.info("pod %s: container %s failed startup probe, will be restarted: %s", self.key, c.name, p.last_message)
+                self.recorder(self.pod, "Warning", "Unhealthy", f"Startup probe failed: {p.last_message}")
                 grace = p.spec.termination_grace if p.spec.termination_grace is not None else self._grace()
                 self._kill_async(c, float(grace), reason="startup probe failed")
             elif p.kind == "readiness":
                 c.ready = p.result
                 log.info("pod %s: container %s readiness → %s %s", self.key, c.name, p.result, p.last_message)
+                if not p.result:
+                    self.recorder(self.pod, "Warning", "Unhealthy", f"Readiness probe failed: {p.last_message}")
             elif p.kind == "liveness" and not p.result and c.running and not c.killing and not self.terminating:
                 log.info("pod %s: container %s failed liveness probe, will be restarted: %s", self.key, c.name, p.last_message)
+                self.recorder(self.pod, "Warning", "Unhealthy", f"Liveness probe failed: {p.last_message}")
                 grace = p.spec.termination_grace if p.spec.termination_grace is not None else self._grace()
                 self._kill_async(c, float(grace), reason="liveness probe failed")
         self._wake.set()
@@ -1142,6 +1153,7 @@ class PodWorker:
     def _kill_async(self, c: ContainerState, grace: float, reason: str, run_prestop: bool = True) -> None:
         """preStop (if any and asked), SIGTERM, wait out ``grace``, SIGKILL — in a thread, like kubelet's killContainer."""
         c.killing = True
+        self.recorder(self.pod, "Normal", "Killing", f"Stopping container {c.name} ({reason})")
         proc = c.proc
         ctx = self._ctx(c)
 
@@ -1199,6 +1211,7 @@ class PodWorker:
             if c.backoff:
                 c.backoff_until = now + c.backoff
                 c.waiting_reason = "CrashLoopBackOff"
+                self.recorder(self.pod, "Warning", "BackOff", f"Back-off restarting failed container {c.name} in pod {self.pod['metadata']['name']}")
                 c.waiting_message = f"back-off {c.backoff:g}s restarting failed container={c.name} pod={self.pod['metadata']['name']}"
                 c.last_terminated = c.terminated_dict()
                 return
