@@ -93,13 +93,17 @@ class ExistingCluster(KubectlCluster):
                                    "run this check on --provider kind or local",
                 "node_exec": "the existing provider does not exec on your nodes (it would need privileged host access it does not ask for)",
                 "proxy_restart": "the existing provider never restarts the proxy of a cluster it does not own",
-                "load_balancer": "the existing provider does not assume a LoadBalancer implementation; "
-                                 "LoadBalancer checks run on --provider kind (cloud-provider-kind)",
+                "load_balancer": "the existing provider does not assume a LoadBalancer implementation (set "
+                                 "PROXYSUITE_EXISTING_LOAD_BALANCER=1 if yours assigns addresses reachable from pods and nodes); "
+                                 "LoadBalancer checks also run on --provider kind (cloud-provider-kind)",
             }
             dns = self.kubectl.run("get", "service", "-n", "kube-system", "kube-dns", "-o", "name", check=False).returncode == 0
             if not dns:
                 reasons["cluster_dns"] = "no Service kube-system/kube-dns on this cluster"
-            self._features = Features(load_balancer=False, external_client=False, node_exec=False, proxy_restart=False,
+            lb = os.environ.get("PROXYSUITE_EXISTING_LOAD_BALANCER", "").lower() in ("1", "true", "yes")
+            if lb:
+                reasons.pop("load_balancer")
+            self._features = Features(load_balancer=lb, external_client=False, node_exec=False, proxy_restart=False,
                                       cluster_dns=dns, udp=True, reasons=reasons)
         return self._features
 
