@@ -628,3 +628,7 @@ def test_unrunnable_image_waits_with_reason(rest, namespace):
         (p := rest("GET", f"/api/v1/namespaces/{namespace}/pods/web")["status"]).get("containerStatuses")
         and p["containerStatuses"][0]["state"].get("waiting", {}).get("reason") == rt.CANNOT_RUN_REASON and p))
     assert st["phase"] == "Pending" and "nginx:1.27" in st["containerStatuses"][0]["state"]["waiting"]["message"]
+    # The agent (as system:node:<node>) may post Events; `kubectl describe` then says why.
+    wait_for("a Failed event from the node", lambda: [
+        e for e in rest("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+        if e["involvedObject"]["name"] == "web" and e["reason"] == "Failed" and e["source"]["component"] == "kubelet"], timeout=10)
