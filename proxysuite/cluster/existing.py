@@ -199,7 +199,7 @@ def status(config: SuiteConfig) -> dict:
     try:
         check_prereqs(config)
     except SuiteError as exc:
-        return {**out, "reachable": False, "error": str(exc)}
+        return {**out, "exists": False, "reachable": False, "error": str(exc)}
     kubectl = Kubectl(_kubeconfig_path(config), config.context)
     cluster = ExistingCluster(config, kubectl.kubeconfig)
     cluster.kubectl = kubectl
@@ -209,5 +209,6 @@ def status(config: SuiteConfig) -> dict:
     if proc.returncode == 0:
         for item in json.loads(proc.stdout).get("items", []):
             leftovers.setdefault(item["metadata"]["labels"].get(RUN_LABEL, "?"), []).append(item["metadata"]["name"])
-    return {**out, "reachable": True, "nodes": [n.name for n in cluster.nodes()], "mode": detection.mode,
+    return {**out, "exists": True, "reachable": True, "kubeconfig": kubectl.kubeconfig, "nodes": [n.name for n in cluster.nodes()],
+            "mode": detection.mode,
             "mode_source": detection.source, "mode_details": detection.details, "run_namespaces": leftovers}
