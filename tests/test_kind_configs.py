@@ -183,3 +183,31 @@ def test_example_rbac_is_a_clusterrole_with_binding():
     granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     for needed in [("", "namespaces"), ("", "pods"), ("", "pods/exec"), ("", "nodes"), ("", "configmaps")]:
         assert needed in granted, needed
+
+
+# --- the image list (proxysuite images) ----------------------------------------------------------------
+
+def test_images_per_provider_and_mode(monkeypatch):
+    for name in ("PROXYSUITE_KIND_NODE_IMAGE", "PROXYSUITE_CLIENT_IMAGE", "PROXYSUITE_BACKEND_IMAGE", "PROXYSUITE_CILIUM_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    kind_ipt = [r.ref for r in images.images_for("iptables")]
+    assert kind_ipt[0] == images.KIND_NODE_IMAGES["1.37"]
+    assert images.CLIENT_IMAGE in kind_ipt and images.AGNHOST_IMAGE in kind_ipt and images.CLOUD_PROVIDER_KIND_IMAGE in kind_ipt
+    assert not any("cilium" in r for r in kind_ipt)
+    cil = images.images_for("cilium")
+    assert "quay.io/cilium/cilium:v1.20.5" in [r.ref for r in cil]
+    assert str(cil[-1]).startswith("# ")  # the envoy tag only the chart knows is printed as a comment
+    assert [r.ref for r in images.images_for("nftables", "existing")] == [images.CLIENT_IMAGE, images.AGNHOST_IMAGE]
+    assert images.images_for("iptables", "local") == []
+    every = [str(r) for r in images.images_for(None)]
+    assert len(every) == len(set(every)) and "quay.io/cilium/cilium:v1.20.5" in every and not any(s.startswith("#") for s in every)
+
+
+def test_format_images_is_pullable_after_grep(tmp_path):
+    manifest = tmp_path / "p.yaml"
+    manifest.write_text("kind: DaemonSet\nspec:\n  template:\n    spec:\n      containers:\n        - image: example.org/p:1\n"
+                        "      initContainers:\n        - image: example.org/init:1\n")
+    text = images.format_images("custom", "kind", proxy_manifest=str(manifest))
+    refs = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert refs[-2:] == ["example.org/p:1", "example.org/init:1"]
+    assert all(" " not in r for r in refs)
