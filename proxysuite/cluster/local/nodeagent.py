@@ -284,6 +284,12 @@ class EventRecorder:
                     "reportingComponent": "kubelet", "reportingInstance": self.node}
             try:
                 self.rest("POST", f"/api/v1/namespaces/{ns}/events", body)
+            except ApiError as exc:
+                if "being terminated" in exc.body:
+                    continue  # the namespace is going away with its events
+                if not self._warned:
+                    log.warning("could not post events (further failures are not logged): %s", exc)
+                    self._warned = True
             except Exception as exc:  # noqa: BLE001 - forensics only; say it once
                 if not self._warned:
                     log.warning("could not post events (further failures are not logged): %s", exc)
