@@ -69,6 +69,11 @@ PROXY_RECOVERY = Wait(
     "a restarted proxy becoming healthy and re-syncing, or a proxy noticing flushed rules "
     "(iptables canary chain monitor / periodic full resync, default sync period 30s)",
 )
+FLUSH_NOTICED = Wait(
+    "FLUSH_NOTICED", 20, 1.0,
+    "a proxy noticing on its own that its rules were flushed (iptables: canary chain monitor); "
+    "after this ceiling the check triggers a sync with a change instead",
+)
 OBJECT_GONE = Wait(
     "OBJECT_GONE", 60, 0.5,
     "API deletion of a Service or pod (finalizers, grace periods)",

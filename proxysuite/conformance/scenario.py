@@ -111,3 +111,47 @@ def external_ip(cluster, salt: str) -> tuple[str, bool]:
     hosts = net.num_addresses - 2
     offset = int(hashlib.sha1(salt.encode()).hexdigest(), 16) % max(hosts - 10, 1) + 10
     return str(net.network_address + offset), routed
+
+
+def node_http(cluster, node: str, port: int, path: str) -> tuple[int, str]:
+    """GET ``http://<node IP>:<port><path>`` as seen on the node (health-check NodePorts).
+
+    kube-proxy's nftables mode serves health-check NodePorts on the node's own
+    address only, never on 127.0.0.1 (the same rule as its NodePorts), so the
+    provider's loopback ``proxy_http`` is tried after the node address. Providers
+    whose ``proxy_http`` takes no ``host`` fall back to curl on the node.
+    """
+    ip = next(n.internal_ip for n in cluster.nodes() if n.name == node)
+    try:
+        return cluster.proxy_http(node, port, path, host=ip)
+    except TypeError:
+        pass
+    if cluster.features().node_exec:
+        out = cluster.node_exec(node, ["curl", "-s", "-m", "3", "-w", "\n%{http_code}", f"http://{ip}:{port}{path}"], timeout=10)
+        body, _, code = out.rstrip("\n").rpartition("\n")
+        return int(code or 0), body
+    return cluster.proxy_http(node, port, path)
+
+
+def icmp_rate_limit_note(cluster) -> str | None:
+    """A note when nodes rate-limit ICMP errors: a REJECT then looks like a DROP to a busy client.
+
+    The kernel limits ICMP errors per peer (net.ipv4.icmp_ratelimit, 1000 ms by default). This
+    catalogue sends many rejected probes from one external client, and on kernel 6.18 the limiter
+    silenced every rejection after the first few (IcmpOutRateLimitHost climbing, no ICMP on the wire).
+    Test clusters should set it to 0 on nodes; the provider owns that setting.
+    """
+    if not cluster.features().node_exec:
+        return None
+    limited = []
+    for n in cluster.nodes():
+        try:
+            value = cluster.node_exec(n.name, ["sysctl", "-n", "net.ipv4.icmp_ratelimit"], timeout=5).strip()
+        except Exception:  # noqa: BLE001
+            continue
+        if value not in ("0", ""):
+            limited.append(f"{n.name}={value}ms")
+    if limited:
+        return ("nodes rate-limit ICMP errors (net.ipv4.icmp_ratelimit " + ", ".join(limited)
+                + "): some rejections reach a busy client as silence")
+    return None

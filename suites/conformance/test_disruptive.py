@@ -65,6 +65,13 @@ def test_proxy_restart(cluster, k8s, suite_config, namespace, conformance):
 
 @check("disruption", "rules-flushed", disruptive=True)
 def test_rules_flushed(cluster, k8s, suite_config, namespace, conformance):
+    """Flush the proxy's rules on the client's node; traffic must come back.
+
+    The check first waits FLUSH_NOTICED for the proxy to notice on its own (iptables mode watches
+    canary chains), then makes a Service change, which makes any proxy sync. Measured on v1.37.2,
+    nftables mode on a quiet cluster: the table was not back within 100 s without a change, and
+    back 0.5 s after one. How recovery happened goes into the matrix notes.
+    """
     _require(cluster, "node_exec")
     if cluster.mode not in FLUSH:
         pytest.skip(f"flushing rules is defined for kube-proxy iptables/nftables, not {cluster.mode}")
@@ -73,15 +80,30 @@ def test_rules_flushed(cluster, k8s, suite_config, namespace, conformance):
     node = jig.node_names[-1]
     row = Row("pod-other-node", "clusterip", expect=REACH, klass=EXPECTED)
     conformance.run_row(jig, row, sc.svc("before"))
-    t0 = time.monotonic()
-    cluster.node_exec(node, FLUSH[cluster.mode])
-    jig.log("write", f"flushed the proxy's rules on {node}: {' '.join(FLUSH[cluster.mode][2:])}")
     vantage = jig.pod_vantage(node)
     target = jig.target(sc.svc("before"), "clusterip")
-    obs = jig.probe(vantage, target, count=1, timeout=1.0, label="right after the flush")
-    broke = obs[0].outcome != "ok"
-    waits.wait_until(waits.PROXY_RECOVERY, lambda: jig.probe(vantage, target, count=1, timeout=1.0, label="recovering")[0].outcome == "ok",
-                     what=f"{target} answers from {vantage.name} after the rules on {node} were flushed")
-    recovered = time.monotonic() - t0
+
+    def answers(label):
+        return jig.probe(vantage, target, count=1, timeout=1.0, label=label)[0].outcome == "ok"
+
+    t0 = time.monotonic()
+    cluster.node_exec(node, FLUSH[cluster.mode])
+    jig.log("write", f"flushed the proxy's rules on {node}: {FLUSH[cluster.mode][2]}")
+    broke = not answers("right after the flush")
+    try:
+        waits.wait_until(waits.FLUSH_NOTICED, lambda: answers("waiting, no change"), what=f"{target} answers again without any change")
+        how = f"restored by itself after {time.monotonic() - t0:.1f}s"
+    except AssertionError:
+        jig.service("nudge")  # any change makes the proxy sync
+        t1 = time.monotonic()
+        waits.wait_until(waits.PROXY_PROGRAMMED, lambda: answers("after a change"),
+                         what=f"{target} answers from {vantage.name} after the flush and a Service change")
+        how = (f"not restored within {waits.FLUSH_NOTICED.seconds:g}s without a change; "
+               f"restored {time.monotonic() - t1:.1f}s after a Service change")
+    conformance.record.notes.append(f"traffic {'broke' if broke else 'did not visibly break'} after the flush; {how}")
     conformance.run_row(jig, row, sc.svc("before"))
-    conformance.record.notes.append(f"traffic {'broke and ' if broke else 'did not visibly break; '}recovered {recovered:.1f}s after the flush")
+    # Whether recovery needed a change is recorded, not judged: on a shared cluster any endpoint
+    # change elsewhere also triggers the sync, so "by itself" is not attributable run to run
+    # (seen: iptables back in 3 s during a busy run, not within 20 s on a quiet one).
+    conformance.judge_value(f"{cluster.mode} rules on {node} after a flush", EXPECTED, "traffic recovers",
+                            "traffic recovered", True, detail=how)

@@ -29,7 +29,7 @@ from proxysuite.conformance import (
     check,
     per_mode,
 )
-from proxysuite.conformance.scenario import ServiceSpec, build_scenario, external_ip
+from proxysuite.conformance.scenario import ServiceSpec, build_scenario, external_ip, icmp_rate_limit_note
 
 pytestmark = pytest.mark.xdist_group("no-endpoints")
 
@@ -75,6 +75,7 @@ def empty(cluster, k8s, suite_config, scenario_namespace):
         },
     )
     sc.external_ip_routed = routed
+    sc.icmp_note = icmp_rate_limit_note(cluster)
     return sc
 
 
@@ -82,6 +83,8 @@ def empty(cluster, k8s, suite_config, scenario_namespace):
 def test_no_endpoints_rejects(row, empty, conformance):
     if row.vantage == "external" and row.target == "external-ip" and not empty.external_ip_routed:
         pytest.skip("the provider does not route an externalIP range from its external client (no external_ip_cidr)")
+    if empty.icmp_note:
+        conformance.record.notes.append(empty.icmp_note)
     conformance.run_row(empty.jig, row, empty.svc(row.service))
 
 

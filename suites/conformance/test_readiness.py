@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 from proxysuite.conformance import EXPECTED, REACH, REACH_ALL, Row, check
-from proxysuite.conformance.scenario import ServiceSpec, build_scenario
+from proxysuite.conformance.scenario import ServiceSpec, build_scenario, node_http
 
 SHUTDOWN_DELAY = 40
 """netexec keeps serving this long after SIGTERM (--delay-shutdown), so terminating pods stay serving."""
@@ -95,6 +95,6 @@ def test_terminating_fallback(policy, cluster, k8s, suite_config, namespace, con
 
     if policy == "etp-local":
         hc = sc.svc()["spec"]["healthCheckNodePort"]
-        status, body = cluster.proxy_http(node, hc, "/")
+        status, body = node_http(cluster, node, hc, "/")
         conformance.judge_value(f"healthCheckNodePort {hc} on {node} with only terminating endpoints", EXPECTED,
                                 "503", str(status), status == 503, detail=body[:200])

@@ -36,7 +36,7 @@ from proxysuite.conformance import (
     check,
     per_mode,
 )
-from proxysuite.conformance.scenario import ServiceSpec, build_scenario
+from proxysuite.conformance.scenario import ServiceSpec, build_scenario, node_http
 
 pytestmark = pytest.mark.xdist_group("source-ip")
 
@@ -118,7 +118,7 @@ def test_health_check_node_port(where, policies, conformance, cluster):
     svc = policies.svc("local")
     conformance.forensics.watch(jig)
     hc = svc["spec"]["healthCheckNodePort"]
-    status, body = cluster.proxy_http(node, hc, "/healthz")
+    status, body = node_http(cluster, node, hc, "/healthz")
     local = len(jig.ready_backends(node=node))
     try:
         reported = json.loads(body).get("localEndpoints")
