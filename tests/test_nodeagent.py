@@ -426,6 +426,48 @@ def test_init_containers_and_env(node):
         w.join(10)
 
 
+def test_sidecar_starts_before_app_counts_for_ready_and_stops_last(node, tmp_path):
+    flag = tmp_path / "side-ready"
+    pod = make_pod("with-sidecar", [{"name": "app", "image": "busybox", "command": ["sh", "-c", "sleep 4"]}], restartPolicy="Never",
+                   initContainers=[
+                       {"name": "setup", "image": "busybox", "command": ["sh", "-c", "true"]},
+                       {"name": "side", "image": "pause", "restartPolicy": "Always",
+                        "readinessProbe": {"exec": {"command": ["sh", "-c", f"test -e {flag}"]}, "periodSeconds": 1}}])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    st = sink.wait("app running", lambda s: "running" in s["containerStatuses"][0]["state"])
+    assert cond(st, "Initialized") == "True"
+    assert [c["name"] for c in st["initContainerStatuses"]] == ["setup", "side"]
+    assert st["initContainerStatuses"][0]["ready"], "a completed init container reports ready"
+    assert "running" in st["initContainerStatuses"][1]["state"]
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "side" in ready["message"], "an unready sidecar holds the pod unready"
+    flag.touch()
+    sink.wait("Ready with the sidecar ready", lambda s: cond(s, "Ready") == "True")
+    w.join(20)
+    st = sink.last
+    assert st["phase"] == "Succeeded", "the sidecar's exit code (SIGTERM) does not decide the phase"
+    app_end = st["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+    side_end = st["initContainerStatuses"][1]["state"]["terminated"]["finishedAt"]
+    assert side_end >= app_end and sink.finished == [False]
+
+
+def test_deleted_pod_stops_app_before_sidecar(node):
+    pod = make_pod("svc-with-sidecar", [{"name": "app", "image": "busybox", "command": ["sh", "-c", "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.1; done"]}],
+                   initContainers=[{"name": "side", "image": "pause", "restartPolicy": "Always"}])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
+    w.begin_termination(10)
+    w.join(15)
+    st = sink.last
+    app_end = st["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+    side_end = st["initContainerStatuses"][0]["state"]["terminated"]["finishedAt"]
+    assert side_end >= app_end and sink.finished == [True]
+
+
 def test_host_network_pod(node):
     pod = make_pod("hostnet", [netexec("app", readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1})], hostNetwork=True)
     sink = Sink()

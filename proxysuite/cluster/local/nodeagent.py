@@ -50,9 +50,10 @@ Differences from kubelet (the complete list; each is a deliberate simplification
   mapped to the local binary, other programs must exist on the host.
 * **Lifecycle hooks**: postStart and preStop with exec, httpGet and sleep (tcpSocket too, which
   kubelet ignores). postStart runs beside the container instead of holding it in "waiting".
-* **Not supported**: sidecar init containers (``restartPolicy: Always`` on an init container is
-  run as an ordinary init container, so one that never exits blocks initialisation), ephemeral
-  containers, ``kubectl exec/logs/port-forward/attach`` (no kubelet API on :10250), static and
+* **Init and sidecar containers** run in order; sidecars (``restartPolicy: Always``) start before
+  the next init container once started, restart on exit, count for readiness and are stopped after
+  the app containers — all at once, where kubelet stops them in reverse order.
+* **Not supported**: ephemeral containers, ``kubectl exec/logs/port-forward/attach`` (no kubelet API on :10250), static and
   mirror pods, user namespaces, pod overhead. Logs are files under
   ``<state-dir>/pods/<ns>_<pod>_<container>.log``.
 * **Probes come from the node netns** as in kubelet, with the source address of the node side of

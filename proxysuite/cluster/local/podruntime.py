@@ -760,6 +760,11 @@ class ContainerState:
         return self.spec["name"]
 
     @property
+    def sidecar(self) -> bool:
+        """A restartable init container: started in init order, kept running, stopped after the app."""
+        return self.init and self.spec.get("restartPolicy") == "Always"
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
@@ -840,10 +845,7 @@ class PodWorker:
             self.terminating = True
             self.grace_deadline = time.monotonic() + grace
             log.info("pod %s: terminating with grace %gs", self.key, grace)
-            for c in self.init + self.containers:
-                if c.running and not c.killing:
-                    self._kill_async(c, grace, reason="pod deletion")
-        self._wake.set()
+        self._wake.set()  # the worker's next step stops the containers (app first, sidecars last)
 
     def kill_now(self) -> None:
         """The API object is gone (force delete): stop everything without grace."""
@@ -967,7 +969,8 @@ class PodWorker:
             if any(c.ever_ran for c in self.containers):
                 self.init_done = True
                 for c in self.init:
-                    c.exit_code, c.ever_ran = 0, True
+                    if not c.sidecar:
+                        c.exit_code, c.ever_ran = 0, True
         self._save_state()
         if meta.get("deletionTimestamp") and not self.terminating:
             self.update(self.pod)  # an adopted pod that was deleted while the agent was down
@@ -989,6 +992,9 @@ class PodWorker:
             if not self.init_done:
                 return
         policy = self.pod["spec"].get("restartPolicy", "Always")
+        sidecars = [c for c in self.init if c.sidecar]
+        app_done = policy != "Always" and all(
+            c.exit_code is not None and not self._should_restart(c, policy) for c in self.containers)
         for c in self.containers:
             if c.running or c.killing:
                 continue
@@ -996,14 +1002,35 @@ class PodWorker:
                 self._start_container(c)
             elif c.exit_code is not None and self._should_restart(c, policy):
                 self._restart_with_backoff(c)
-        # Never/OnFailure pods whose containers are all done: terminal, tear the sandbox down.
-        if policy != "Always" and all(c.exit_code is not None and not self._should_restart(c, policy) for c in self.containers):
-            self._teardown()
-            self.finished = True
+        for c in sidecars:
+            # Sidecars restart whatever the pod's policy, until the app containers are done.
+            if not app_done and not c.running and not c.killing and c.exit_code is not None:
+                self._restart_with_backoff(c)
+        # Never/OnFailure pods whose containers are all done: stop the sidecars, then the pod is
+        # terminal and its sandbox goes.
+        if app_done:
+            live = [c for c in sidecars if c.running]
+            for c in live:
+                if not c.killing:
+                    self._kill_async(c, self._grace(), reason="pod completed")
+            if not live:
+                self._teardown()
+                self.finished = True
 
     def _step_init(self) -> None:
         policy = self.pod["spec"].get("restartPolicy", "Always")
         for c in self.init:
+            if c.sidecar:
+                # The next init container starts once this sidecar has started (startup probe passed).
+                if c.running and c.started:
+                    continue
+                if c.running or c.killing:
+                    return
+                if c.proc is None and not c.ever_ran:
+                    self._start_container(c)
+                elif c.exit_code is not None:
+                    self._restart_with_backoff(c)
+                return
             if c.exit_code == 0 and not c.running:
                 continue
             if c.running or c.killing:
@@ -1023,7 +1050,9 @@ class PodWorker:
 
     def _step_terminating(self) -> None:
         now = time.monotonic()
-        for c in self.init + self.containers:
+        # App containers first; sidecars only once nothing else runs (kubelet stops them last).
+        others = [c for c in self.init + self.containers if not c.sidecar]
+        for c in others + ([c for c in self.init if c.sidecar] if not any(c.running for c in others) else []):
             if c.running and not c.killing:
                 self._kill_async(c, max(0.0, (self.grace_deadline or now) - now), reason="pod deletion")
         if not any(c.running for c in self.init + self.containers):
@@ -1100,7 +1129,7 @@ class PodWorker:
         for p in c.probers.values():
             p.stop()
         c.probers = {}
-        if c.init:
+        if c.init and not c.sidecar:
             c.started = True
             return
         for kind in ("startup", "liveness", "readiness"):
@@ -1240,8 +1269,11 @@ class PodWorker:
 
     # ---- status -------------------------------------------------------------------------
     def _container_status(self, c: ContainerState) -> dict:
+        ready = bool(c.ready and c.running)
+        if c.init and not c.sidecar:
+            ready = not c.running and c.exit_code == 0  # kubelet: a completed init container is ready
         st: dict = {"name": c.name, "image": c.spec.get("image", ""), "imageID": "",
-                    "ready": bool(c.ready and c.running), "restartCount": c.restart_count,
+                    "ready": ready, "restartCount": c.restart_count,
                     "started": bool(c.started and c.running)}
         if c.container_id:
             st["containerID"] = c.container_id
@@ -1314,7 +1346,9 @@ class PodWorker:
             statuses = [self._container_status(c) for c in self.containers]
             phase = self._phase(statuses)
             terminal = phase in ("Succeeded", "Failed")
-            not_ready = [c.name for c, st in zip(self.containers, statuses) if not st["ready"]]
+            # Sidecars count for readiness like app containers.
+            not_ready = [c.name for c, st in zip(self.init + self.containers, init_statuses + statuses)
+                         if (c.sidecar or not c.init) and not st["ready"]]
             containers_ready = not not_ready
             gates = [g["conditionType"] for g in self.pod["spec"].get("readinessGates") or []]
             api_conds = {c["type"]: c for c in (self.pod.get("status") or {}).get("conditions") or []}
@@ -1327,7 +1361,7 @@ class PodWorker:
                 cr_msg = ready_msg = "" if containers_ready else f"containers with unready status: [{' '.join(not_ready)}]"
                 if containers_ready and not gates_ok:
                     ready_reason, ready_msg = "ReadinessGatesNotReady", "the status of pod readiness gate is not \"True\""
-            init_pending = [c.name for c in self.init if c.exit_code != 0]
+            init_pending = [c.name for c in self.init if (not c.started if c.sidecar else c.exit_code != 0)]
             conditions = [
                 self._condition("PodReadyToStartContainers", self.sandbox_ready),
                 self._condition("Initialized", self.init_done and not self.init_failed,
