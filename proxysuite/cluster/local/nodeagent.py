@@ -312,6 +312,8 @@ class Agent:
         self.workers: dict[str, rt.PodWorker] = {}
         self.lock = threading.RLock()
         self.node_uid: str | None = None
+        self.boot_id = f"proxysuite-{args.run_id}-{args.node}-{int(time.time())}"
+        """Fixed for the agent's lifetime: a changing bootID reads as a node reboot (kcm posts a Rebooted event)."""
 
     # ---- node registration and lease --------------------------------------------------------
     def _conditions(self, existing: list[dict]) -> list[dict]:
@@ -339,7 +341,7 @@ class Agent:
             "nodeInfo": {"kubeletVersion": rt.KUBELET_VERSION, "operatingSystem": "linux", "architecture": _arch(),
                          "kernelVersion": uname.release, "osImage": "proxysuite local node (network namespace)",
                          "containerRuntimeVersion": "proxysuite-local://0.1.0",
-                         "machineID": ident, "systemUUID": ident, "bootID": f"{ident}-{int(time.time())}"},
+                         "machineID": ident, "systemUUID": ident, "bootID": self.boot_id},
         }
 
     def register_node(self) -> None:
