@@ -206,7 +206,8 @@ class StatusManager:
                     self._lock.wait(1.0)
                 if self.stop.is_set():
                     return
-                uid, (ns, name, status) = self._pending.popitem()
+                uid = next(iter(self._pending))  # oldest first: a busy pod cannot starve the others
+                ns, name, status = self._pending.pop(uid)
                 self._inflight.add(uid)
             ok = self._patch(ns, name, uid, status)
             with self._lock:
