@@ -334,6 +334,26 @@ def test_failing_startup_probe_restarts_container(node):
         w.join(10)
 
 
+def test_https_probe_skips_verification(node, tmp_path):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a self-signed certificate")
+    import subprocess
+
+    crt, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+    pod = make_pod("tls", [netexec("app", f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
+                                   readinessProbe={"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTPS"}, "periodSeconds": 1})])
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        sink.wait("Ready over HTTPS", lambda s: cond(s, "Ready") == "True")
+    finally:
+        w.kill_now()
+        w.join(10)
+
+
 def test_exec_probe_runs_in_the_container(node):
     # The exec probe sees the container's hostname (UTS ns) and network (pod netns).
     probe = {"exec": {"command": ["sh", "-c", "test \"$(hostname)\" = exec-pod && ip -4 -o addr show eth0 | grep -q 10.251.7."]},
