@@ -118,7 +118,7 @@ def _cell(v: dict | None) -> str:
     res = v.get("result", "")
     klass = {"required": "R", "expected": "E", "implementation-defined": "I"}.get(v.get("klass") or "", "")
     if res == "skipped":
-        return f"skip: {(v.get('reason') or '')[:60]}".replace("|", "/")
+        return f"skip: {(v.get('reason') or '')[:140]}".replace("|", "/")
     text = SYMBOL.get(res, res)
     if res in ("implementation-defined", "fail") and v.get("observed"):
         text += f" {v['observed']}"
