@@ -14,6 +14,8 @@ terminating endpoints").
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from proxysuite.conformance import EXPECTED, REACH, REACH_ALL, Row, check
@@ -98,3 +100,41 @@ def test_terminating_fallback(policy, cluster, k8s, suite_config, namespace, con
         status, body = node_http(cluster, node, hc, "/")
         conformance.judge_value(f"healthCheckNodePort {hc} on {node} with only terminating endpoints", EXPECTED,
                                 "503", str(status), status == 503, detail=body[:200])
+
+
+HOLD = 6.0
+"""Seconds the draining probe keeps its connection open between its two requests."""
+
+
+@check("readiness", "established-connection-drains")
+def test_established_connection_drains(cluster, k8s, suite_config, namespace, conformance):
+    """A connection opened before the pod starts terminating keeps being served by that pod (upstream: graceful termination)."""
+    import dataclasses
+    import threading
+
+    from proxysuite.probes.engine import ProbeRequest
+
+    if "hold" not in {f.name for f in dataclasses.fields(ProbeRequest)}:
+        pytest.skip("the probe engine cannot hold a connection open across a pod deletion yet (needs ProbeRequest.hold)")
+    sc = build_scenario(cluster, k8s, suite_config.run_id, namespace, host_clients=False,
+                        services={"drain": ServiceSpec("ClusterIP", endpoints=0)})
+    jig = sc.jig
+    (group,) = jig.backends({jig.node_names[0]: 1}, prefix="d", grace=GRACE, delay_shutdown=SHUTDOWN_DELAY)
+    jig.wait_pods()
+    jig.wait_endpoints("drain", ready=1)
+    (pod,) = jig.ready_backends(group)
+    row = Row("pod-other-node", "clusterip", expect=REACH, klass=EXPECTED, count=1)
+    conformance.run_row(jig, row, sc.svc(), ask="hostname")
+    v, t, _ = conformance.resolve(jig, row, sc.svc())
+    result = {}
+    req = ProbeRequest(t.host, t.port, "tcp", ask="both", timeout=HOLD + 5, hold=HOLD, label="held across termination")
+    th = threading.Thread(target=lambda: result.setdefault("obs", v.run([req])))
+    th.start()
+    time.sleep(1.0)
+    jig.scale(group, 0)
+    jig.wait_endpoints("drain", ready=0, terminating=1)
+    th.join(HOLD + 15)
+    obs = result.get("obs") or []
+    jig.log("probe", f"{v.name} -> {t} held {HOLD:g}s while {pod} terminated", obs)
+    conformance.judge(REACH, EXPECTED, obs, conformance.context(jig, v, t, None, [pod]),
+                      f"{v.name} -> {t}: connection opened before {pod} terminated, second request after")
