@@ -172,7 +172,17 @@ def write_outputs(root: Path, run_doc: dict | None = None, column: str | None = 
     return root / "matrix.json", root / "matrix.md"
 
 
+def _sweep_parts(root: Path, keep: str, max_age: float = 86400) -> None:
+    """Remove part folders of other runs older than ``max_age`` seconds (crashed or finished runs)."""
+    import shutil
+
+    for d in (root / ".parts").glob("*"):
+        if d.name != keep and time.time() - d.stat().st_mtime > max_age:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def finish_run(root: Path, run_id: str, provider: str, mode: str) -> tuple[Path, Path] | None:
+    _sweep_parts(root, run_id)
     records = read_parts(root, run_id)
     if not records:
         return None
