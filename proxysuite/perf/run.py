@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load-max-seconds", type=float, default=5.0, help="closed-loop Locust run after the paced one (0 = skip)")
     p.add_argument("--load-max-users", type=int, default=50)
     p.add_argument("--no-restart", action="store_true", help="do not restart the proxy to time full syncs")
+    p.add_argument("--no-teardown", action="store_true",
+                   help="leave the Services for the namespace deletion (use when the cluster is deleted right after)")
     a = p.parse_args(argv)
     from kubernetes import config as kconfig
 
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = PerfOptions(scales=a.scales, endpoints_per_service=a.endpoints, first_packet_rounds=a.first_packet_rounds,
                        npl_changes=a.npl_changes, npl_creates=a.npl_creates, restart_proxy=not a.no_restart,
                        load_seconds=a.load_seconds, load_rps=a.load_rps or None, load_users=a.load_users,
-                       load_max_seconds=a.load_max_seconds, load_max_users=a.load_max_users)
+                       load_max_seconds=a.load_max_seconds, load_max_users=a.load_max_users,
+                       teardown=not a.no_teardown)
     try:
         rec = run_sweep(cluster, k8s, ns, cfg.run_id, opts, reports_dir=cfg.reports_dir, progress=_progress)
         paths = rec.save(cfg.reports_dir)
