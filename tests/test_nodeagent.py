@@ -117,6 +117,17 @@ class Sink:
         raise AssertionError(f"pod status did not reach '{what}' within {timeout:g}s; last status: {json.dumps(self.last, indent=1)}")
 
 
+def wait_for(what: str, fn, timeout: float = 60.0, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not reached within {timeout:g}s (last value: {last!r})")
+
+
 def cond(status: dict, ctype: str) -> str | None:
     for c in status.get("conditions", []):
         if c["type"] == ctype:
@@ -267,11 +278,14 @@ def test_readiness_is_probed_while_terminating(node, tmp_path):
 
 def test_sigkill_after_grace(node):
     # sh ignores SIGTERM here, so only the SIGKILL at the end of the grace period stops it.
-    pod = make_pod("stubborn", [{"name": "c", "image": "busybox", "command": ["sh", "-c", "trap '' TERM; while :; do sleep 0.2; done"]}])
+    pod = make_pod("stubborn", [{"name": "c", "image": "busybox", "command": ["sh", "-c", "trap '' TERM; echo armed; while :; do sleep 0.2; done"]}])
     sink = Sink()
     w = rt.PodWorker(pod, node, sink, sink.on_finished)
     w.start()
     sink.wait("Running", lambda s: s.get("phase") == "Running")
+    log = node.pods_dir / "ns1_stubborn_c.log"
+    # The log's first line repeats the command, so look for "armed" on a line of its own.
+    wait_for("the TERM trap to be set", lambda: log.exists() and "armed" in log.read_text().splitlines()[1:], timeout=10)
     t0 = time.monotonic()
     w.begin_termination(1.5)
     w.join(15)
@@ -558,6 +572,36 @@ def test_container_that_died_while_agent_was_down_is_restarted(node):
         w2.join(10)
 
 
+def test_reconcile_removes_pods_deleted_while_agent_was_down(node):
+    keep = make_pod("keep", [{"name": "c", "image": "pause"}])
+    gone = make_pod("gone", [{"name": "c", "image": "pause"}])
+    hostnet = make_pod("gone-hostnet", [{"name": "c", "image": "pause"}], hostNetwork=True)
+    workers = {}
+    for pod in (keep, gone, hostnet):
+        sink = Sink()
+        workers[pod["metadata"]["name"]] = w = rt.PodWorker(pod, node, sink, sink.on_finished)
+        w.start()
+        sink.wait("Running", lambda s: s.get("phase") == "Running")
+    pids = {name: w.containers[0].proc.pid for name, w in workers.items()}
+    for w in workers.values():
+        w.detach()  # the agent stops
+        w.join(5)
+    try:
+        done = rt.reconcile_node(node, {keep["metadata"]["uid"]})  # the restarted agent: only "keep" is still in the API
+        gone_ns = rt.pod_netns_name(node.run_id, gone["metadata"]["uid"])
+        assert f"netns {gone_ns}" in done and not rt.netns_exists(gone_ns)
+        assert rt.host_veth_name(gone["metadata"]["uid"]) not in links(node.node_netns)
+        for name in ("gone", "gone-hostnet"):
+            workers[name].containers[0].proc.wait(5)
+            assert workers[name].containers[0].proc.returncode is not None, f"{name}'s process must be killed"
+        assert Path(f"/proc/{pids['keep']}").exists() and not rt._is_zombie(pids["keep"])
+        assert set(node.ipam.allocations()) == {keep["metadata"]["uid"]}
+        assert [p.stem for p in node.pods_dir.glob("*.json")] == [keep["metadata"]["uid"]]
+        assert rt.netns_exists(node.node_netns)
+    finally:
+        rt.teardown_pod_network(node.node_netns, rt.pod_netns_name(node.run_id, keep["metadata"]["uid"]), None)
+
+
 # ------------------------------------------------------------------------------------------
 # The whole agent against a real control plane (kube-apiserver with Node,RBAC + NodeRestriction,
 # kube-controller-manager, kube-scheduler), through the plugin's ``cluster`` fixture:
@@ -581,17 +625,6 @@ def rest(cluster):
     api = kconfig.new_client_from_config(config_file=cluster.kubeconfig)
     yield Rest(api)
     api.close()
-
-
-def wait_for(what: str, fn, timeout: float = 60.0, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not reached within {timeout:g}s (last value: {last!r})")
 
 
 @needs_cluster

@@ -476,47 +476,7 @@ class Agent:
         live = {p["metadata"]["uid"] for p in api_pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")}
         with self.lock:
             live |= set(self.workers)
-        live_hex = {rt.uid_hex(u) for u in live}
-        prefix = f"ps-{self.args.run_id}-pod-"
-        for ns in sorted(os.listdir(rt.NETNS_DIR)) if os.path.isdir(rt.NETNS_DIR) else []:
-            if not ns.startswith(prefix):
-                continue
-            short = ns[len(prefix):]
-            if any(h.startswith(short) for h in live_hex):
-                continue
-            # Only pods of this node: our saved state or IPAM names this netns, or its veth is in our node netns.
-            owners = [u for u in self.env.ipam.allocations() if rt.uid_hex(u).startswith(short)]
-            if not owners and not self._veth_of(short):
-                continue
-            log.info("removing orphaned pod sandbox %s", ns)
-            rt.teardown_pod_network(self.env.node_netns, ns, "v" + short[:10])
-        for uid in self.env.ipam.allocations():
-            if uid not in live:
-                self.env.ipam.release(uid)
-        pods_dir = self.env.pods_dir
-        for path in pods_dir.glob("*.json") if pods_dir.is_dir() else []:
-            uid = path.stem
-            if uid in live:
-                continue
-            try:
-                saved = json.loads(path.read_text())
-            except (OSError, ValueError):
-                saved = {}
-            for info in (saved.get("containers") or {}).values():
-                proc = rt.ContainerProcess.adopt(info.get("pid", 0), info.get("starttime", -1))
-                if proc is not None:
-                    log.info("killing orphaned container process %d of deleted pod %s", proc.pid, saved.get("key"))
-                    proc.signal(signal.SIGKILL)
-            path.unlink(missing_ok=True)
-
-    def _veth_of(self, short: str) -> bool:
-        from pyroute2 import IPRoute
-
-        try:
-            with IPRoute(netns=self.env.node_netns, flags=0) as ipr:
-                return bool(ipr.link_lookup(ifname="v" + short[:10]))
-        except Exception:  # noqa: BLE001
-            return False
+        rt.reconcile_node(self.env, live)
 
     def _relist(self) -> str:
         pods, rv = self._list_pods()

@@ -1385,6 +1385,62 @@ class PodWorker:
             return status
 
 
+def reconcile_node(env: NodeEnv, live_uids: set[str]) -> list[str]:
+    """Remove what pods that are no longer live left on this node; return what was done.
+
+    Run by the agent at start and on every re-list: a pod deleted while the agent was down still
+    has its netns, veth, IP allocation, state file and maybe processes. Only this node's leftovers
+    are touched: a pod netns counts as ours if our IPAM knows its UID or its veth is in our node netns.
+    """
+    done: list[str] = []
+    live_hex = {uid_hex(u) for u in live_uids}
+    prefix = f"ps-{env.run_id}-pod-"
+    allocations = env.ipam.allocations()
+    for ns in sorted(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else []:
+        if not ns.startswith(prefix):
+            continue
+        short = ns[len(prefix):]
+        if any(h.startswith(short) for h in live_hex):
+            continue
+        veth = "v" + short[:10]
+        if not any(uid_hex(u).startswith(short) for u in allocations) and not _has_link(env.node_netns, veth):
+            continue  # another node's pod (all nodes of a run share the netns prefix)
+        log.info("removing orphaned pod sandbox %s", ns)
+        teardown_pod_network(env.node_netns, ns, veth)
+        done.append(f"netns {ns}")
+    for uid in allocations:
+        if uid not in live_uids:
+            env.ipam.release(uid)
+            done.append(f"ip {allocations[uid]}")
+    for path in sorted(env.pods_dir.glob("*.json")) if env.pods_dir.is_dir() else []:
+        if path.stem in live_uids:
+            continue
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        # hostNetwork pods have no netns to delete: their processes are found through the state file.
+        for info in (saved.get("containers") or {}).values():
+            if not (info.get("running") and info.get("pid")):
+                continue
+            proc = ContainerProcess.adopt(info["pid"], info["starttime"])
+            if proc is not None:
+                log.info("killing orphaned container process %d of deleted pod %s", proc.pid, saved.get("key"))
+                proc.signal(signal.SIGKILL)
+                done.append(f"pid {proc.pid}")
+        path.unlink(missing_ok=True)
+        done.append(f"state {path.name}")
+    return done
+
+
+def _has_link(netns: str, ifname: str) -> bool:
+    try:
+        with IPRoute(netns=netns, flags=0) as ipr:
+            return bool(ipr.link_lookup(ifname=ifname))
+    except Exception:  # noqa: BLE001 - no netns, no link
+        return False
+
+
 def strip_nulls(obj):
     """A status as the API will show it: without explicit nulls and patch directives (for comparing and tests)."""
     if isinstance(obj, dict):
