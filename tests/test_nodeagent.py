@@ -175,6 +175,13 @@ def test_names_fit_kernel_limits():
     assert rt.host_veth_name(uid) == "v0f1e2d3c4b" and len(rt.host_veth_name(uid)) <= 15
 
 
+def test_pod_hostname_like_kubelet():
+    assert rt.pod_hostname({"metadata": {"name": "web-0"}, "spec": {}}) == "web-0"
+    assert rt.pod_hostname({"metadata": {"name": "web-0"}, "spec": {"hostname": "db"}}) == "db"
+    long = "a" * 62 + "-b" + "c" * 10
+    assert rt.pod_hostname({"metadata": {"name": long}, "spec": {}}) == "a" * 62
+
+
 def test_ipam_persists_and_never_reuses_live_ips(tmp_path):
     a = rt.IPAM(tmp_path, "10.244.1.0/24")
     ip1, ip2 = a.allocate("u1"), a.allocate("u2")

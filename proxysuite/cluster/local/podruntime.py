@@ -16,14 +16,18 @@ How a pod is run, step by step:
    allocations, so a restarted agent never reuses a live address.
 2. **Containers** — :func:`resolve_argv` maps an image to a host program (agnhost, or
    sleep/sh/python3/pause); :class:`ContainerProcess` starts it with
-   ``ip netns exec NS unshare --uts -- sh -c 'hostname "$0"; exec "$@"' POD ARGV…`` in its
-   own session/process group, so ``os.Hostname()`` in agnhost is the pod name.
+   ``ip netns exec NS unshare --uts -- sh -c 'hostname "$0" && exec "$@"' POD ARGV…`` in its
+   own session/process group, so ``os.Hostname()`` in agnhost is the pod name. Init containers
+   run first, sidecars (restartable init containers) alongside the app.
 3. **Probes** — :func:`run_handler` performs httpGet/tcpSocket from the *node* netns (the
    socket is created in a short-lived thread that ``setns``-ed there; sockets keep their
    netns), exec via ``nsenter`` into the container's net+uts namespaces.
 4. **Lifecycle** — :class:`PodWorker` owns one pod: restart policy with CrashLoopBackOff,
    startup/liveness/readiness probers, kubelet-style status and graceful termination
-   (preStop, SIGTERM, grace, SIGKILL, sandbox teardown).
+   (preStop, SIGTERM, grace, SIGKILL, sandbox teardown). A worker started by a restarted agent
+   adopts the running processes recorded in ``<state-dir>/pods/<uid>.json``.
+5. **Reconcile** — :func:`reconcile_node` removes what pods deleted while the agent was down
+   left behind (netns, veth, IP, processes, state).
 """
 
 from __future__ import annotations
@@ -110,6 +114,12 @@ def _peer_tmp_name(uid: str) -> str:
     # The pod side is created under this name, moved into the pod netns and renamed eth0 there
     # (creating it as "eth0" in the node netns would clash with the node's own eth0).
     return "p" + uid_hex(uid)[:10]
+
+
+def pod_hostname(pod: dict) -> str:
+    """The pod's hostname like kubelet: ``spec.hostname`` or the pod name, cut to 63 chars (no trailing - or .)."""
+    name = pod["spec"].get("hostname") or pod["metadata"]["name"]
+    return name[:63].rstrip("-.") if len(name) > 63 else name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -798,7 +808,7 @@ class PodWorker:
         self.netns = env.node_netns if self.host_network else pod_netns_name(env.run_id, self.uid)
         self.veth = None if self.host_network else host_veth_name(self.uid)
         self.pod_ip = env.node_ip if self.host_network else None
-        self.hostname = env.node if self.host_network else meta["name"]
+        self.hostname = env.node if self.host_network else pod_hostname(pod)
         status = pod.get("status") or {}
         self.start_time = status.get("startTime")
         self._transitions = {c["type"]: c for c in status.get("conditions") or []}
