@@ -405,6 +405,17 @@ class Agent:
                 try:
                     self._patch_node_status()
                     last_status = time.monotonic()
+                except ApiError as exc:
+                    if exc.status != 404:
+                        log.warning("refreshing node %s status failed: %s", self.node, exc)
+                        continue
+                    # Someone deleted the Node (kubectl delete node): register it again, as kubelet does.
+                    log.warning("node %s was deleted from the API; registering it again", self.node)
+                    try:
+                        self.register_node()
+                        last_status = time.monotonic()
+                    except Exception as exc2:  # noqa: BLE001 - retried on the next beat
+                        log.warning("re-registering node %s failed: %s", self.node, exc2)
                 except Exception as exc:  # noqa: BLE001
                     log.warning("refreshing node %s status failed: %s", self.node, exc)
 
