@@ -737,6 +737,10 @@ class NodeEnv:
     def __post_init__(self):
         self.state_dir = Path(self.state_dir)
         self.ipam = IPAM(self.state_dir, self.pod_cidr)
+        # pyroute2 forks a child for every netns creation; warm its libc handle here so those
+        # children (forked from a threaded process) do not each run ctypes' find_library, which
+        # spawns ldconfig.
+        getattr(pr_netns, "_get_libc", lambda: None)()
 
     @property
     def pods_dir(self) -> Path:
