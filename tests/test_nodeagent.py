@@ -609,6 +609,41 @@ def test_reconcile_removes_pods_deleted_while_agent_was_down(node):
         rt.teardown_pod_network(node.node_netns, rt.pod_netns_name(node.run_id, keep["metadata"]["uid"]), None)
 
 
+def test_container_logs_like_kubectl_logs(node):
+    import ssl
+
+    from proxysuite.cluster.local.nodeagent import KubeletLogServer
+
+    pod = make_pod("talker", [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo one; echo two; echo three; exit 1"]}],
+                   restartPolicy="OnFailure")
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    sink.wait("restarted once", lambda s: s["containerStatuses"][0]["restartCount"] >= 1)
+    w.kill_now()
+    w.join(10)
+    path = rt.container_log_path(node, "ns1", "talker", "c")
+    assert rt.read_container_log(path, tail_lines=2) == b"two\nthree\n"
+    assert rt.read_container_log(path, previous=True) == b"one\ntwo\nthree\n"
+
+    server = KubeletLogServer(node, NODE_IP)
+    server.start()
+    try:
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+        sock = tls.wrap_socket(rt.netns_socket(node.node_netns))
+        sock.settimeout(5)
+        sock.connect((NODE_IP, 10250))
+        sock.sendall(b"GET /containerLogs/ns1/talker/c?tailLines=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\nthree\n")
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------------------------------
 # The whole agent against a real control plane (kube-apiserver with Node,RBAC + NodeRestriction,
 # kube-controller-manager, kube-scheduler), through the plugin's ``cluster`` fixture:

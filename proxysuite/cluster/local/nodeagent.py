@@ -49,13 +49,16 @@ Differences from kubelet (the complete list; each is a deliberate simplification
   command from the host filesystem inside the container's netns+UTS (``nsenter``); agnhost is
   mapped to the local binary, other programs must exist on the host.
 * **Lifecycle hooks**: postStart and preStop with exec, httpGet and sleep (tcpSocket too, which
-  kubelet ignores). postStart runs beside the container instead of holding it in "waiting".
+  kubelet rejects). postStart runs beside the container instead of holding it in "waiting".
 * **Init and sidecar containers** run in order; sidecars (``restartPolicy: Always``) start before
   the next init container once started, restart on exit, count for readiness and are stopped after
   the app containers — all at once, where kubelet stops them in reverse order.
-* **Not supported**: ephemeral containers, ``kubectl exec/logs/port-forward/attach`` (no kubelet API on :10250), static and
-  mirror pods, user namespaces, pod overhead. Logs are files under
-  ``<state-dir>/pods/<ns>_<pod>_<container>.log``.
+* **Kubelet API**: only ``/containerLogs`` (``kubectl logs``, with tailLines/limitBytes/previous/
+  follow) on ``<node-ip>:10250`` in the node netns, TLS with a self-signed certificate and no
+  authentication; the apiserver needs ``--kubelet-preferred-address-types=InternalIP``. Logs are
+  files under ``<state-dir>/pods/<ns>_<pod>_<container>.log``; timestamps/sinceSeconds are ignored.
+* **Not supported**: ``kubectl exec/attach/port-forward``, ephemeral containers, static and
+  mirror pods, user namespaces, pod overhead, metrics/stats endpoints.
 * **Probes come from the node netns** as in kubelet, with the source address of the node side of
   the pod's veth (the pod CIDR's ``.1``), not the node's InternalIP.
 * **Back-off is not persisted**: a restarted agent adopts running containers (keeping their
@@ -64,8 +67,7 @@ Differences from kubelet (the complete list; each is a deliberate simplification
   counted from when the agent saw it.
 * **Networking**: IPv4 only; host-local-style IPAM from ``--pod-cidr`` (.2 upward, state in
   ``<state-dir>/ipam.json``); hostPort is not mapped (use hostNetwork or a NodePort).
-* **Node**: no kubelet serving endpoint (``daemonEndpoints`` unset), no node status beyond
-  Ready/pressure conditions, no eviction, no graceful node shutdown, no image GC, no CSR/TLS
+* **Node**: no node status beyond addresses, capacity, nodeInfo and the Ready/pressure conditions, no eviction, no graceful node shutdown, no image GC, no CSR/TLS
   bootstrap (the provider gives the agent a ready kubeconfig for ``system:node:<node>``).
 * **Pod status**: activeDeadlineSeconds, resize, resource claims, and ``PodReadyToStartContainers``
   going False on sandbox loss are not handled. Events are best effort: Started, Killing, BackOff,
@@ -298,6 +300,136 @@ class EventRecorder:
                     self._warned = True
 
 
+KUBELET_PORT = 10250
+
+
+class KubeletLogServer:
+    """The one kubelet API the agent serves: ``/containerLogs`` on ``<node-ip>:10250``, so ``kubectl logs`` works.
+
+    The listening socket is created in the node netns (where the apiserver reaches the node), TLS
+    with a self-signed certificate (the apiserver verifies kubelet certificates only when
+    ``--kubelet-certificate-authority`` is set). kube-apiserver must pick the InternalIP to dial
+    (``--kubelet-preferred-address-types=InternalIP``): the Node's Hostname address does not resolve.
+    Requests are not authenticated: the port is reachable only inside the suite's namespaces.
+    """
+
+    def __init__(self, env: rt.NodeEnv, node_ip: str, port: int = KUBELET_PORT):
+        self.env, self.node_ip, self.port = env, node_ip, port
+        self.server = None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def _tls_context(self):
+        import ipaddress
+        import ssl
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        crt, key_path = self.env.state_dir / "kubelet.crt", self.env.state_dir / "kubelet.key"
+        if not crt.exists() or not key_path.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{self.env.node}")])
+            now = datetime.now(timezone.utc)
+            cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                    .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now.replace(year=now.year + 5))
+                    .add_extension(x509.SubjectAlternativeName([x509.DNSName(self.env.node),
+                                                                x509.IPAddress(ipaddress.ip_address(self.node_ip))]), critical=False)
+                    .sign(key, hashes.SHA256()))
+            key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+            key_path.chmod(0o600)
+            crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(crt), str(key_path))
+        return ctx
+
+    def start(self) -> None:
+        import socket
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        env = self.env
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):  # the agent's log is for the agent
+                log.debug("kubelet api: " + fmt, *args)
+
+            def _reply(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                url = urlsplit(self.path)
+                q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                parts = url.path.strip("/").split("/")
+                if url.path in ("/healthz", "/readyz", "/livez"):
+                    return self._reply(200, b"ok")
+                if len(parts) != 4 or parts[0] != "containerLogs":
+                    return self._reply(404, b"the local provider's node agent serves only /containerLogs (no exec, attach, port-forward)\n")
+                _, ns, pod, container = parts
+                path = rt.container_log_path(env, ns, pod, container)
+                num = lambda k: int(q[k]) if q.get(k, "").lstrip("-").isdigit() else None  # noqa: E731
+                try:
+                    body = rt.read_container_log(path, previous=q.get("previous") == "true",
+                                                 tail_lines=num("tailLines"), limit_bytes=num("limitBytes"))
+                except FileNotFoundError as exc:
+                    return self._reply(404, f"{exc}\n".encode())
+                if q.get("follow") != "true":
+                    return self._reply(200, body)
+                # follow: stream what the container appends until the client goes away or it restarts.
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    offset = path.stat().st_size
+                    self._chunk(body)
+                    while True:
+                        time.sleep(0.5)
+                        size = path.stat().st_size
+                        if size <= offset:
+                            continue
+                        with open(path, "rb") as f:
+                            f.seek(offset)
+                            new = f.read(size - offset)
+                        offset = size
+                        before, marker, _ = (b"\n" + new).partition(b"\n" + rt.LOG_MARKER)
+                        if before[1:]:
+                            self._chunk(before[1:])
+                        if marker:
+                            break  # the container restarted: kubelet ends the stream too
+                    self._chunk(b"")
+                except (OSError, ConnectionError):
+                    return
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+        sock = rt.netns_socket(env.node_netns, socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.node_ip, self.port))
+        sock.listen(64)
+        server = ThreadingHTTPServer((self.node_ip, self.port), Handler, bind_and_activate=False)
+        server.daemon_threads = True
+        server.socket.close()
+        server.socket = self._tls_context().wrap_socket(sock, server_side=True)
+        self.server = server
+        threading.Thread(target=server.serve_forever, name="kubelet-api", daemon=True).start()
+        log.info("serving /containerLogs on https://%s:%d in netns %s", self.node_ip, self.port, env.node_netns)
+
+
 class Agent:
     def __init__(self, args: argparse.Namespace):
         from kubernetes import config as kconfig
@@ -313,6 +445,7 @@ class Agent:
         self.workers: dict[str, rt.PodWorker] = {}
         self.lock = threading.RLock()
         self.node_uid: str | None = None
+        self.log_server_up = False
         self.boot_id = f"proxysuite-{args.run_id}-{args.node}-{int(time.time())}"
         """Fixed for the agent's lifetime: a changing bootID reads as a node reboot (kcm posts a Rebooted event)."""
 
@@ -343,6 +476,7 @@ class Agent:
                          "kernelVersion": uname.release, "osImage": "proxysuite local node (network namespace)",
                          "containerRuntimeVersion": "proxysuite-local://0.1.0",
                          "machineID": ident, "systemUUID": ident, "bootID": self.boot_id},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT if self.log_server_up else 0}},
         }
 
     def register_node(self) -> None:
@@ -561,6 +695,12 @@ class Agent:
                 delay = min(delay * 2, 10.0)
         if self.stop.is_set():
             return 0
+        try:
+            KubeletLogServer(self.env, self.args.node_ip).start()
+            self.log_server_up = True
+            self._patch_node_status()  # publish daemonEndpoints now that something listens
+        except Exception as exc:  # noqa: BLE001 - logs are a convenience; pods run without them
+            log.warning("not serving container logs on %s:%d: %s", self.args.node_ip, KUBELET_PORT, exc)
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._watch_loop, name="watch", daemon=True).start()
         self.stop.wait()

@@ -1102,7 +1102,7 @@ class PodWorker:
                 c.exit_code = None
             return
         meta = self.pod["metadata"]
-        log_path = self.env.pods_dir / f"{meta.get('namespace', 'default')}_{meta['name']}_{c.name}.log"
+        log_path = container_log_path(self.env, meta.get("namespace", "default"), meta["name"], c.name)
         cwd = c.spec.get("workingDir") if c.spec.get("workingDir") and os.path.isdir(c.spec["workingDir"]) else "/"
         try:
             c.proc = ContainerProcess.start(argv, env, self.netns, self.hostname, log_path, cwd=cwd)
@@ -1397,6 +1397,36 @@ class PodWorker:
                 # "$patch: replace": a strategic merge would otherwise add to the API's list (merge key ip).
                 status["podIPs"] = [{"$patch": "replace"}, {"ip": self.reported_ip}]
             return status
+
+
+LOG_MARKER = b"--- "
+"""Each container start appends ``--- <time> start: <argv>`` to the log; the sections are the instances."""
+
+
+def container_log_path(env: NodeEnv, namespace: str, pod: str, container: str) -> Path:
+    return env.pods_dir / f"{namespace}_{pod}_{container}.log"
+
+
+def read_container_log(path: Path, previous: bool = False, tail_lines: int | None = None,
+                       limit_bytes: int | None = None) -> bytes:
+    """What ``kubectl logs`` shows: the current (or ``previous``) instance's output, without our markers."""
+    data = path.read_bytes()
+    sections: list[list[bytes]] = []
+    for line in data.splitlines(keepends=True):
+        if line.startswith(LOG_MARKER) and b" start: " in line:
+            sections.append([])
+        elif sections:
+            sections[-1].append(line)
+    if previous:
+        if len(sections) < 2:
+            raise FileNotFoundError(f"no previous instance in {path}")
+        lines = sections[-2]
+    else:
+        lines = sections[-1] if sections else []
+    if tail_lines is not None:
+        lines = lines[-tail_lines:] if tail_lines > 0 else []
+    out = b"".join(lines)
+    return out[:limit_bytes] if limit_bytes is not None else out
 
 
 def reconcile_node(env: NodeEnv, live_uids: set[str]) -> list[str]:
