@@ -107,8 +107,9 @@ class Conformance:
         if klass is IMPLEMENTATION_DEFINED and any(a.evaluate(obs, ctx).ok for a in alternatives):
             self.record.notes.append(f"implementation-defined: documented {expectation.name} for {self.mode}, observed {observed}")
             return
-        pytest.fail(f"{path}: expected {expectation.name} ({klass.value} for {self.mode}), observed {observed}: {verdict.detail}",
-                    pytrace=False)
+        notes = [n for n in self.record.notes if not n.startswith("step:")]
+        pytest.fail(f"{path}: expected {expectation.name} ({klass.value} for {self.mode}), observed {observed}: {verdict.detail}"
+                    + (f" [notes: {'; '.join(notes)}]" if notes else ""), pytrace=False)
 
     def judge_value(self, what: str, klass: Klass, expected: str, observed: str, ok: bool, detail: str = "") -> None:
         """A verdict that is not about probe outcomes (HTTP status of /healthz, a metric's presence)."""

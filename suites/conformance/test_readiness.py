@@ -63,6 +63,7 @@ POLICIES = {
     # variant: (service tweak, vantage, target)
     "cluster": (lambda b: None, "pod-other-node", "clusterip"),
     "itp-local": (lambda b: b["spec"].update(internalTrafficPolicy="Local"), "pod-same-node", "clusterip"),
+    "etp-cluster": (lambda b: None, "external", "nodeport-remote"),
     "etp-local": (lambda b: b["spec"].update(externalTrafficPolicy="Local"), "external", "nodeport-local"),
 }
 
