@@ -567,6 +567,11 @@ class Agent:
                 # The worker died on an unexpected error (logged); a fresh one adopts the pod's processes.
                 log.warning("pod %s: worker had stopped unexpectedly, restarting it", w.key)
                 w = None
+            if w is not None and w.done and meta.get("deletionTimestamp"):
+                # Its containers are gone: delete the object (again, if an earlier delete failed;
+                # a completed pod that is deleted later goes the same way, as with kubelet).
+                threading.Thread(target=self._on_finished, args=(pod, True), daemon=True).start()
+                return
             if w is not None:
                 w.update(pod)
                 return
@@ -632,7 +637,8 @@ class Agent:
         with self.lock:
             missing = [uid for uid in self.workers if uid not in seen]
         for uid in missing:
-            self.pod_gone(uid)
+            # In the background: killing a force-deleted pod must not hold up the watch.
+            threading.Thread(target=self.pod_gone, args=(uid,), daemon=True).start()
         self.reconcile_orphans(pods)
         return rv
 
