@@ -191,6 +191,8 @@ def test_ipam_persists_and_never_reuses_live_ips(tmp_path):
     assert b.allocations() == {"u1": ip1, "u2": ip2}
     b.release("u1")
     assert b.allocate("u3") == "10.244.1.4", "a freed address is reused only after the rest of the range"
+    assert b.reserve("u9", "10.244.1.9") and not b.reserve("u10", "10.244.1.9"), "reserve never takes a held address"
+    assert not b.reserve("u11", "10.244.9.9") and not b.reserve("u12", "10.244.1.1"), "only pod addresses of this CIDR"
     with pytest.raises(RuntimeError, match="is for 10.244.1.0/24"):
         rt.IPAM(tmp_path, "10.244.2.0/24").allocate("x")
 

@@ -630,6 +630,12 @@ class Agent:
 
     def _relist(self) -> str:
         pods, rv = self._list_pods()
+        # Addresses the API already shows stay with their pods, even if our IPAM state was lost:
+        # reserve them before any new pod asks for one.
+        for pod in pods:
+            st, spec = pod.get("status") or {}, pod.get("spec") or {}
+            if st.get("podIP") and not spec.get("hostNetwork") and st.get("phase") not in ("Succeeded", "Failed"):
+                self.env.ipam.reserve(pod["metadata"]["uid"], st["podIP"])
         seen = set()
         for pod in pods:
             seen.add(pod["metadata"]["uid"])

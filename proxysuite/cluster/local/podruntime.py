@@ -235,6 +235,19 @@ class IPAM:
                     return ip
             raise RuntimeError(f"pod CIDR {self.net} is exhausted ({len(used)} addresses in use)")
 
+    def reserve(self, uid: str, ip: str) -> bool:
+        """Record that ``uid`` holds ``ip`` (an address the API already shows), if nobody else does."""
+        with self.lock:
+            data = self._load()
+            if data["allocations"].get(uid) == ip:
+                return True
+            hosts = {str(h) for h in self.net.hosts()} - {self.gateway}
+            if uid in data["allocations"] or ip not in hosts or ip in data["allocations"].values():
+                return False
+            data["allocations"][uid] = ip
+            self._save(data)
+            return True
+
     def release(self, uid: str) -> None:
         with self.lock:
             data = self._load()
