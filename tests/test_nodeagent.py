@@ -3,11 +3,15 @@
 These tests need root, ``ip``/``unshare``/``nsenter`` and the agnhost binary
 (``PROXYSUITE_AGNHOST``, else /tmp/agnhost or /tmp/warm/agnhost; build it with
 ``cd clusters/local && CGO_ENABLED=0 go build -trimpath -o /tmp/agnhost k8s.io/kubernetes/test/images/agnhost``).
-Each test builds its own node netns ``ps-<random>-node-t`` (no fabric, no apiserver) and
-removes everything it made in a finalizer, so the root netns is never touched.
+Each test builds its own node netns ``ps-t<random>-node-t`` (no fabric, no apiserver) and
+removes everything it made in a finalizer, so the root netns is never touched::
 
-The ``apiserver`` tests at the end run the whole agent against a cluster brought up by
-``proxysuite cluster up`` (``PROXYSUITE_TEST_KUBECONFIG`` = an admin kubeconfig); they skip otherwise.
+    pytest tests/test_nodeagent.py -p no:proxysuite -n 4
+
+The three tests at the end run the whole agent (as the local provider starts it) against a real
+control plane; they skip unless asked for, and need a cluster name of their own::
+
+    PROXYSUITE_TEST_CLUSTER=1 pytest tests/test_nodeagent.py --provider local --cluster-name natest --keep-cluster
 """
 
 from __future__ import annotations
