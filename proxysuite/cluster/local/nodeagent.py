@@ -438,7 +438,14 @@ class Agent:
         self.node = args.node
         self.env = rt.NodeEnv(node=args.node, node_netns=args.node_netns, node_ip=args.node_ip, pod_cidr=args.pod_cidr,
                               run_id=args.run_id, state_dir=Path(args.state_dir), agnhost=args.agnhost)
-        self.rest = Rest(kconfig.new_client_from_config(config_file=args.kubeconfig))
+        from kubernetes.client import ApiClient, Configuration
+
+        cfg = Configuration()
+        kconfig.load_kube_config(config_file=args.kubeconfig, client_configuration=cfg)
+        # Status, events, deletes, watch and heartbeat share the pool; the default (5 per CPU)
+        # overflowed with 50 pods stopping at once on a 2-CPU VM ("Connection pool is full").
+        cfg.connection_pool_maxsize = 32
+        self.rest = Rest(ApiClient(cfg))
         self.stop = threading.Event()
         self.status = StatusManager(self.rest, self.stop)
         self.events = EventRecorder(self.rest, args.node, self.stop)
