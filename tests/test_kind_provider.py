@@ -105,6 +105,9 @@ def kc(sd: Path, *args: str) -> list[str]:
     return ["kubectl", "--kubeconfig", str(sd / "kubeconfig"), *args]
 
 
+# The one-time check that kubectl exec really works (nodes may report a kubelet endpoint nobody serves).
+EXEC_WORKS = {"tool": "kubectl", "match": ["exec", "python3", "-c", "print('proxysuite-exec-ok')"], "stdout": "proxysuite-exec-ok\n"}
+
 CPK = ["docker", "ps", "-q", "--filter", "name=^proxysuite-cloud-provider-kind$"]
 CPK_START = [["docker", "rm", "-f", "proxysuite-cloud-provider-kind"],
              ["docker", "run", "-d", "--name", "proxysuite-cloud-provider-kind", "--network", "kind", "--restart", "unless-stopped",
@@ -294,6 +297,7 @@ def test_proxy_http_execs_the_engine_in_a_host_network_pod_on_the_node(tools):
     tools.script([
         {"tool": "kubectl", "match": ["get", "nodes", "-o", "json"], "stdout": json.dumps({"items": [node]})},
         {"tool": "kubectl", "match": ["get", "pod", "host-ps-t-worker"], "stdout": json.dumps(pod)},
+        EXEC_WORKS,
         {"tool": "kubectl", "match": ["exec", "python3"], "stdout": json.dumps({"status": 200, "body": "nftables"}) + "\n"},
     ])
     assert cluster.proxy_http("ps-t-worker", 10249, "/proxyMode") == (200, "nftables")
@@ -305,11 +309,27 @@ def test_proxy_http_execs_the_engine_in_a_host_network_pod_on_the_node(tools):
     assert host["spec"]["hostNetwork"] is True and host["spec"]["nodeName"] == "ps-t-worker"
     assert host["spec"]["tolerations"] == [{"operator": "Exists"}]
     assert cmds[2] == kc(sd, "wait", "-n", "proxysuite-abc123", "--for=condition=Ready", "pod/host-ps-t-worker", "--timeout=180s")
+    assert kc(sd, "exec", "-n", "proxysuite-abc123", "host-ps-t-worker", "-c", "client", "--", "python3", "-c",
+              "print('proxysuite-exec-ok')") in cmds
+    assert (cluster.transport(), cluster.transport_reason) == ("exec", "kubectl exec works")
     exec_cmd = cmds[-1]
     assert exec_cmd[:9] == kc(sd, "exec", "-n", "proxysuite-abc123", "host-ps-t-worker", "-c", "client", "--")[:9]
     assert exec_cmd[9:12] == ["--", "python3", "-c"]
     assert "def probe_tcp" in exec_cmd[12]  # the engine's own source
     assert json.loads(exec_cmd[13]) == {"http_get": {"host": "127.0.0.1", "port": 10249, "path": "/proxyMode", "timeout": 5.0}}
+
+
+def test_exec_that_does_not_work_falls_back_to_the_pod_proxy(tools):
+    cluster = make_cluster(tools)
+    node = {"metadata": {"name": "ps-t-worker"}, "status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}}
+    tools.script([
+        {"tool": "kubectl", "match": ["get", "nodes", "-o", "json"], "stdout": json.dumps({"items": [node]})},
+        {"tool": "kubectl", "match": ["exec", "python3"], "rc": 1,
+         "stderr": 'error: Internal error occurred: error sending request: Post "https://ps-t-worker:10250/exec/x/y/client?command=python3&command=-c&command=print": dial tcp: i/o timeout\n'},
+    ])
+    assert cluster.transport() == "proxy"
+    assert cluster.transport_reason == ('kubectl exec failed: error: Internal error occurred: error sending request: '
+                                        'Post "https://ps-t-worker:10250/exec/x/y/client?command=…": dial tcp: i/o timeout')
 
 
 def test_pod_vantage_sends_requests_and_reads_observations(tools):
@@ -323,6 +343,7 @@ def test_pod_vantage_sends_requests_and_reads_observations(tools):
         {"tool": "kubectl", "match": ["get", "pod", "client-a"], "stdout": json.dumps(pod)},
         {"tool": "kubectl", "match": ["get", "nodes"], "stdout": json.dumps({"items": [
             {"metadata": {"name": "n"}, "status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}}]})},
+        EXEC_WORKS,
         {"tool": "kubectl", "match": ["exec", "python3"], "stdout": json.dumps(obs) + "\n" + json.dumps({**obs, "backend": "echo-2"}) + "\n"},
     ])
     v = cluster.pod_vantage("ps-x", "client-a")

@@ -171,6 +171,7 @@ def up(config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int
     detection = detect_cluster_mode(cluster)
     cluster.detection = detection
     progress(f"proxy: {detection}")
+    progress(f"vantages: {cluster.transport()} ({cluster.transport_reason})")
     check_mode(config, detection, progress)
     return cluster
 

@@ -92,9 +92,15 @@ class ToolError(ProbeError):
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str, stdout: str = ""):
         self.argv, self.returncode, self.stderr, self.stdout = list(argv), returncode, stderr, stdout
-        tail = (stderr or stdout).strip().splitlines()
-        detail = tail[-1] if tail else "no output"
-        super().__init__(f"`{_short(argv)}` exited {returncode}: {detail}")
+        super().__init__(f"`{_short(argv)}` exited {returncode}: {_tail(stderr or stdout)}")
+
+
+def _tail(text: str, limit: int = 400) -> str:
+    """The last line of a command's output, without the exec URL's query (which repeats the whole command), capped."""
+    lines = text.strip().splitlines()
+    line = lines[-1] if lines else "no output"
+    line = re.sub(r"\?command=[^\s\"]*", "?command=…", line)
+    return line if len(line) <= limit else line[:limit] + "…"
 
 
 def _short(argv: Sequence[str]) -> str:
@@ -340,6 +346,7 @@ class KubectlCluster(Cluster):
         self._host_pods: dict[str, str] = {}
         self._ns_ready = False
         self._transport: str | None = None
+        self.transport_reason = ""
 
     # --- topology ------------------------------------------------------------------------
     def nodes(self) -> list[NodeInfo]:
@@ -352,15 +359,29 @@ class KubectlCluster(Cluster):
 
     # --- vantages ------------------------------------------------------------------------
     def transport(self) -> str:
-        """``exec`` when every node serves the kubelet API (kubectl exec works), else ``proxy`` (see the module doc)."""
+        """``exec`` when ``kubectl exec`` works on this cluster, else ``proxy`` (see the module doc).
+
+        Nodes that report no kubelet endpoint cannot exec; nodes that do are tried once for real
+        (``python3 -c print`` in the first node's vantage pod), because an endpoint in the Node status
+        does not prove that anything serves it, and RBAC or admission may forbid exec."""
         if self._transport is None:
             forced = os.environ.get("PROXYSUITE_VANTAGE_TRANSPORT")
             if forced in ("exec", "proxy"):
-                self._transport = forced
+                self._transport, self.transport_reason = forced, "PROXYSUITE_VANTAGE_TRANSPORT"
             else:
                 items = self.kubectl.json("get", "nodes").get("items", [])
                 ports = [((i.get("status") or {}).get("daemonEndpoints") or {}).get("kubeletEndpoint", {}).get("Port", 0) for i in items]
-                self._transport = "exec" if ports and all(ports) else "proxy"
+                if not (ports and all(ports)):
+                    self._transport, self.transport_reason = "proxy", "the nodes report no kubelet endpoint (no kubectl exec)"
+                else:
+                    ns, pod = self.host_pod(self.nodes()[0].name)
+                    proc = self.kubectl.run("exec", "-n", ns, pod, "-c", "client", "--", "python3", "-c", "print('proxysuite-exec-ok')",
+                                            check=False, timeout=KUBECTL_TIMEOUT)
+                    if proc.returncode == 0 and "proxysuite-exec-ok" in proc.stdout:
+                        self._transport, self.transport_reason = "exec", "kubectl exec works"
+                    else:
+                        self._transport = "proxy"
+                        self.transport_reason = "kubectl exec failed: " + _tail(proc.stderr or proc.stdout)
         return self._transport
 
     def pod_runner(self, namespace: str, pod: str, container: str | None = None, doc: dict | None = None) -> Callable[[object, float, str], str]:
