@@ -30,8 +30,9 @@ Two transports to the same engine
   The probes still start inside the pod; only the control channel differs.
 
 A cluster picks ``exec`` when every node reports a kubelet endpoint
-(``status.daemonEndpoints.kubeletEndpoint.Port``), else ``proxy``;
-``PROXYSUITE_VANTAGE_TRANSPORT=exec|proxy`` forces one.
+(``status.daemonEndpoints.kubeletEndpoint.Port``) *and* one real exec into the
+first node vantage pod works, else ``proxy`` (:meth:`KubectlCluster.transport`
+records why); ``PROXYSUITE_VANTAGE_TRANSPORT=exec|proxy`` forces one.
 
 Only namespaces labelled with this run's id are ever deleted
 (:func:`delete_run_namespaces`).
