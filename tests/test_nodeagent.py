@@ -1,17 +1,12 @@
 """The local node agent's pod runtime, for real: netns, veth, processes, probes, termination.
 
-These tests need root, ``ip``/``unshare``/``nsenter`` and the agnhost binary
-(``PROXYSUITE_AGNHOST``, else /tmp/agnhost or /tmp/warm/agnhost; build it with
-``cd clusters/local && CGO_ENABLED=0 go build -trimpath -o /tmp/agnhost k8s.io/kubernetes/test/images/agnhost``).
-Each test builds its own node netns ``ps-t<random>-node-t`` (no fabric, no apiserver) and
-removes everything it made in a finalizer, so the root netns is never touched::
-
-    pytest tests/test_nodeagent.py -p no:proxysuite -n 4
+These tests need root, ``ip``/``unshare``/``nsenter`` and the pinned agnhost binary (built and
+cached by ``proxysuite.cluster.local.components``; ``PROXYSUITE_AGNHOST`` overrides it).
+Each runtime test builds its own node netns ``ps-t<random>-node-t`` (no fabric, no apiserver) and
+removes everything it made in a finalizer, so the root netns is never touched.
 
 The three tests at the end run the whole agent (as the local provider starts it) against a real
-control plane; they skip unless asked for, and need a cluster name of their own::
-
-    PROXYSUITE_TEST_CLUSTER=1 pytest tests/test_nodeagent.py --provider local --cluster-name natest --keep-cluster
+control plane: the session's ``cluster`` fixture (``--provider local``) brings one up or reuses it.
 """
 
 from __future__ import annotations
@@ -36,10 +31,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for networ
 
 
 def _agnhost() -> str:
-    for cand in (os.environ.get("PROXYSUITE_AGNHOST"), "/tmp/agnhost", "/tmp/warm/agnhost"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    pytest.skip("agnhost binary not found (set PROXYSUITE_AGNHOST or build /tmp/agnhost)")
+    """The pinned agnhost the local provider runs (built once and cached; PROXYSUITE_AGNHOST overrides)."""
+    override = os.environ.get("PROXYSUITE_AGNHOST")
+    if override:
+        return override
+    from proxysuite.cluster.local import components
+
+    return str(components.ensure(progress=lambda m: None)["agnhost"])
 
 
 NODE_IP = "10.250.0.11"
@@ -654,13 +652,10 @@ def test_container_logs_like_kubectl_logs(node):
 # The whole agent against a real control plane (kube-apiserver with Node,RBAC + NodeRestriction,
 # kube-controller-manager, kube-scheduler), through the plugin's ``cluster`` fixture:
 #
-#   PROXYSUITE_TEST_CLUSTER=1 pytest tests/test_nodeagent.py --provider local --cluster-name natest --keep-cluster
+#   pytest tests/test_nodeagent.py [--provider local --cluster-name NAME --keep-cluster]
 #
-# Use a cluster name of your own: without --keep-cluster the session tears the cluster down.
+# The session's cluster is brought up (or reused) by the plugin and torn down at the end unless kept.
 # ------------------------------------------------------------------------------------------
-needs_cluster = pytest.mark.skipif(os.environ.get("PROXYSUITE_TEST_CLUSTER") != "1",
-                                   reason="set PROXYSUITE_TEST_CLUSTER=1 (and --provider local --cluster-name NAME) to run against a cluster")
-
 
 @pytest.fixture
 def rest(cluster):
@@ -675,7 +670,6 @@ def rest(cluster):
     api.close()
 
 
-@needs_cluster
 def test_nodes_registered_ready_and_leased(cluster, rest):
     for info in cluster.nodes():
         node = wait_for(f"node {info.name} Ready and untainted", lambda: (
@@ -706,7 +700,6 @@ def _deployment(name: str, replicas: int) -> dict:
                                       readinessProbe={"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1})]}}}}
 
 
-@needs_cluster
 def test_pods_run_serve_and_terminate_through_the_api(cluster, rest, namespace):
     from proxysuite.probes.engine import ProbeRequest
 
@@ -762,7 +755,6 @@ def test_pods_run_serve_and_terminate_through_the_api(cluster, rest, namespace):
     assert not rt.netns_exists(rt.pod_netns_name(cluster.state.run_id, vuid)), "the pod netns must be gone"
 
 
-@needs_cluster
 def test_unrunnable_image_waits_with_reason(rest, namespace):
     rest("POST", f"/api/v1/namespaces/{namespace}/pods", {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},

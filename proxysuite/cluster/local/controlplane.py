@@ -143,6 +143,8 @@ def apiserver_argv(st: ClusterState, binary: Path) -> list[str]:
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--allow-privileged=true", "--profiling=false",
+            # Nodes have no DNS names; kubectl logs reaches the node agent's /containerLogs on the InternalIP.
+            "--kubelet-preferred-address-types=InternalIP",
             # 10,000-Service scale runs create objects in parallel.
             "--max-requests-inflight=800", "--max-mutating-requests-inflight=400",
             "--enable-priority-and-fairness=false"]

@@ -88,7 +88,7 @@ def call_in(name: str, fn: Callable[..., T], *args, **kwargs) -> T:
 
     def target() -> None:
         try:
-            _netns.setns(name)
+            _netns.setns(name, flags=0)  # never create: a vanished namespace is an error, not a new empty one
             box["value"] = fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = exc
