@@ -466,3 +466,11 @@ def test_recording_tool_is_executable():
     assert os.stat(BIN / "recording-tool").st_mode & stat.S_IXUSR
     for name in ("kind", "kubectl", "helm", "docker"):
         assert os.path.realpath(BIN / name) == str((BIN / "recording-tool").resolve())
+
+
+def test_a_vantage_pod_another_xdist_worker_created_first_is_reused(tools):
+    cluster = make_cluster(tools)
+    tools.script([{"tool": "kubectl", "match": ["apply"], "rc": 1,
+                   "stderr": 'Error from server (AlreadyExists): error when creating "STDIN": pods "host-ps-t-worker" already exists\n'}])
+    assert cluster.host_pod("ps-t-worker") == ("proxysuite-abc123", "host-ps-t-worker")
+    assert tools.commands()[-1][-3:] == ["--for=condition=Ready", "pod/host-ps-t-worker", "--timeout=180s"]

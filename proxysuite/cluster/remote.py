@@ -466,7 +466,11 @@ class KubectlCluster(Cluster):
     def _ensure_namespace(self) -> str:
         ns = run_namespace(self.run_id)
         if not self._ns_ready:
-            self.kubectl.apply(namespace_manifest(ns, self.run_id))
+            try:
+                self.kubectl.apply(namespace_manifest(ns, self.run_id))
+            except ToolError as exc:
+                if "AlreadyExists" not in exc.stderr and "already exists" not in exc.stderr:
+                    raise
             self._ns_ready = True
         return ns
 
@@ -476,7 +480,12 @@ class KubectlCluster(Cluster):
         if node in self._host_pods:
             return ns, self._host_pods[node]
         pod = dns_label(f"host-{node}")
-        self.kubectl.apply(client_pod_manifest(pod, ns, node, self.run_id, host_network=True))
+        try:
+            self.kubectl.apply(client_pod_manifest(pod, ns, node, self.run_id, host_network=True))
+        except ToolError as exc:
+            # pytest-xdist workers share the run's vantage pods; another worker may have created it first.
+            if "AlreadyExists" not in exc.stderr and "already exists" not in exc.stderr:
+                raise
         try:
             self.kubectl.run("wait", "-n", ns, "--for=condition=Ready", f"pod/{pod}", f"--timeout={VANTAGE_POD_READY_TIMEOUT}s",
                              timeout=VANTAGE_POD_READY_TIMEOUT + 15)
