@@ -53,6 +53,7 @@ from typing import Callable
 from filelock import FileLock
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
+from . import netns as _netns_mod
 
 log = logging.getLogger("proxysuite.nodeagent")
 
@@ -125,56 +126,15 @@ def pod_hostname(pod: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # Network namespaces
 # ---------------------------------------------------------------------------------------------
-def netns_exists(name: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_DIR, name))
-
-
-def in_netns(name: str, fn: Callable, *args, **kwargs):
-    """Run ``fn`` in a fresh thread that has joined netns ``name``; return its result or raise its error.
-
-    ``setns(CLONE_NEWNET)`` changes only the calling thread, so the agent's other threads stay in
-    the root netns. The thread exits right after, so no thread lingers in a namespace that may be
-    deleted later.
-    """
-    box: dict = {}
-
-    def target():
-        try:
-            pr_netns.setns(name, flags=0, fork=False)  # flags=0: never create it by accident
-            box["result"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name=f"netns-{name}", daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+# One implementation of the namespace primitives for the whole provider (see netns.py).
+netns_exists = _netns_mod.exists
+in_netns = _netns_mod.call_in
+netns_pids = _netns_mod.pids_in
 
 
 def netns_socket(name: str, family: int = socket.AF_INET, type_: int = socket.SOCK_STREAM) -> socket.socket:
     """A socket that lives in netns ``name`` (a socket keeps the netns it was created in)."""
-    return in_netns(name, socket.socket, family, type_)
-
-
-def netns_pids(name: str) -> list[int]:
-    """Processes whose network namespace is ``name`` (by inode, like ``ip netns pids``)."""
-    try:
-        st = os.stat(os.path.join(NETNS_DIR, name))
-    except FileNotFoundError:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            ns = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino):
-            pids.append(int(entry))
-    return pids
+    return _netns_mod.call_in(name, socket.socket, family, type_)
 
 
 # ---------------------------------------------------------------------------------------------
