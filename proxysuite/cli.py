@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from .config import OPTIONS, SuiteConfig
+from .config import DEFAULT_K8S_VERSION, OPTIONS, SuiteConfig
 from .errors import SuiteError, Unsupported
 
 
@@ -74,8 +74,7 @@ def cmd_janitor(args: argparse.Namespace) -> int:
 def cmd_images(args: argparse.Namespace) -> int:
     from . import images
 
-    for ref in images.images_for(args.mode):
-        print(ref)
+    print(images.format_images(args.mode, args.provider, args.k8s_version))
     return 0
 
 
@@ -104,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     jan = sub.add_parser("janitor", help="remove namespaces, processes and state that crashed runs left")
     jan.add_argument("--all", action="store_true", help="also remove clusters kept on purpose (cluster up, --keep-cluster)")
     img = sub.add_parser("images", help="list every container image the suite pulls (kind/existing), for preloading")
-    img.add_argument("--mode", default=None, help="only the images this mode needs")
+    img.add_argument("--mode", default=None, help="only the images this mode needs (default: every mode)")
+    img.add_argument("--provider", default="kind", choices=("kind", "existing", "local"), help="the provider that would pull them (default: kind)")
+    img.add_argument("--k8s-version", default=DEFAULT_K8S_VERSION, help="picks the kind node image")
     sub.add_parser("report", help="reports: `proxysuite report compare-modes RESULTS... [-o DIR]`", add_help=False)
     sub.add_parser("perf", help="perf sweep outside pytest: `proxysuite perf run --mode M --scales 100,1k,5k,10k`", add_help=False)
     return ap
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("proxysuite: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `proxysuite images | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("proxy-cmd", "custom proxy command template run on every local node; placeholders "
            "{kubeconfig} {node} {node_ip} {cluster_cidr} {service_cidr} {metrics_addr} {healthz_addr}"),
     Option("proxy-manifest", "YAML applied on a kind custom.yaml cluster to install your proxy (DaemonSet)"),
+    Option("cilium-variant", "kind + --mode cilium: Helm values variant default|maglev|dsr, or a values file "
+           "(default: $PROXYSUITE_CILIUM_VARIANT or default)"),
+    Option("kind-node-image", "kind: node image to use instead of the pinned one for --k8s-version"),
     Option("kubeconfig", "kubeconfig of an existing cluster (--provider existing)", os.environ.get("KUBECONFIG")),
     Option("context", "kubeconfig context (--provider existing)"),
     Option("cluster-name", "name of the cluster to create or reuse (default: proxysuite-<mode>)"),
@@ -70,6 +73,8 @@ class SuiteConfig:
     k8s_version: str = DEFAULT_K8S_VERSION
     proxy_cmd: str | None = None
     proxy_manifest: str | None = None
+    cilium_variant: str | None = None
+    kind_node_image: str | None = None
     kubeconfig: str | None = None
     context: str | None = None
     cluster_name: str | None = None

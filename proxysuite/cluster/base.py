@@ -98,6 +98,10 @@ class Cluster(abc.ABC):
     def pod_vantage(self, namespace: str, pod: str) -> Vantage:
         """A vantage inside a running pod (client pods, or a backend for hairpin checks)."""
 
+    def node_vantage(self, node: str) -> Vantage:
+        """The node itself (host network namespace): the local node netns, or a hostNetwork pod elsewhere."""
+        raise NotImplementedError(f"{self.provider} provider offers no node vantage")
+
     def external_vantage(self) -> Vantage | None:
         """The client outside the cluster, or None (see ``features().reasons['external_client']``)."""
         return None

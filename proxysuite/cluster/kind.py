@@ -90,13 +90,16 @@ def source_config(mode: str) -> Path:
     return path
 
 
-def cilium_variant() -> str:
+def cilium_variant(config: SuiteConfig | None = None) -> str:
+    """``--cilium-variant``, else ``PROXYSUITE_CILIUM_VARIANT``, else ``default``."""
+    if config is not None and config.cilium_variant:
+        return config.cilium_variant
     return os.environ.get("PROXYSUITE_CILIUM_VARIANT", "default")
 
 
-def cilium_values_files(variant: str | None = None) -> list[Path]:
+def cilium_values_files(variant: str | None = None, config: SuiteConfig | None = None) -> list[Path]:
     """``default.yaml`` plus the variant overlay; a variant may also be the path of your own overlay."""
-    variant = variant or cilium_variant()
+    variant = variant or cilium_variant(config)
     base = configs_dir() / "cilium-values"
     files = [base / "default.yaml"]
     if variant in CILIUM_VARIANTS:
@@ -105,7 +108,7 @@ def cilium_values_files(variant: str | None = None) -> list[Path]:
     elif os.path.exists(variant):
         files.append(Path(variant).resolve())
     else:
-        raise SuiteError(f"unknown Cilium variant {variant!r}", f"set PROXYSUITE_CILIUM_VARIANT to one of {', '.join(CILIUM_VARIANTS)} or to a Helm values file")
+        raise SuiteError(f"unknown Cilium variant {variant!r}", f"pass --cilium-variant one of {', '.join(CILIUM_VARIANTS)} or to a Helm values file")
     return files
 
 
@@ -175,7 +178,7 @@ def check_prereqs(config: SuiteConfig) -> None:
     elif config.proxy_manifest:
         raise SuiteError("--proxy-manifest installs a proxy in place of kube-proxy, so it only goes with --mode custom", "add --mode custom")
     if config.mode == "cilium":
-        cilium_values_files()
+        cilium_values_files(config=config)
     if config.mode == "ipvs":
         require_ipvs_kernel()
     docker_engine_version()
@@ -227,7 +230,7 @@ def install_cilium(config: SuiteConfig, kubeconfig: str, progress: Progress) -> 
     """helm install Cilium from the values files, wait for it, and return the agent's KubeProxyReplacement facts."""
     argv = ["helm", "upgrade", "--install", "cilium", "cilium", "--repo", images.CILIUM_CHART_REPO,
             "--version", images.cilium_version(), "--namespace", "kube-system", "--kubeconfig", kubeconfig]
-    for f in cilium_values_files():
+    for f in cilium_values_files(config=config):
         argv += ["--values", str(f)]
     argv += ["--set", f"k8sServiceHost={config.name}-control-plane", "--set", "k8sServicePort=6443",
              "--wait", "--timeout", f"{CILIUM_INSTALL_TIMEOUT}s"]
@@ -269,7 +272,7 @@ def create(config: SuiteConfig, progress: Progress) -> str:
     sd = state_dir(config)
     sd.mkdir(parents=True, exist_ok=True)
     kubeconfig = str(sd / "kubeconfig")
-    node_image = images.kind_node_image(config.k8s_version)
+    node_image = config.kind_node_image or images.kind_node_image(config.k8s_version)
     image_version = images.image_version(node_image)
     if image_version and image_version != config.k8s_version:
         progress(f"kind {images.KIND_VERSION} has no {config.k8s_version} node image; using {image_version} ({node_image})")
@@ -280,7 +283,7 @@ def create(config: SuiteConfig, progress: Progress) -> str:
              CREATE_TIMEOUT)
         record = {"name": config.name, "mode": config.mode, "node_image": node_image, "created_by": "proxysuite"}
         if config.mode == "cilium":
-            record["cilium_variant"] = cilium_variant()
+            record["cilium_variant"] = cilium_variant(config)
             record["cilium_version"] = images.cilium_version()
             record["cilium"] = install_cilium(config, kubeconfig, progress)
         if config.mode == "custom":
@@ -310,8 +313,8 @@ def reuse(config: SuiteConfig, progress: Progress) -> str:
     if record and record.get("mode") != config.mode:
         raise SuiteError(f"kind cluster {config.name} exists but runs --mode {record.get('mode')}, not {config.mode}",
                          f"delete it (proxysuite cluster down --provider kind --cluster-name {config.name}) or pick another --cluster-name")
-    if record and config.mode == "cilium" and record.get("cilium_variant") != cilium_variant():
-        raise SuiteError(f"kind cluster {config.name} runs Cilium variant {record.get('cilium_variant')}, not {cilium_variant()}",
+    if record and config.mode == "cilium" and record.get("cilium_variant") != cilium_variant(config):
+        raise SuiteError(f"kind cluster {config.name} runs Cilium variant {record.get('cilium_variant')}, not {cilium_variant(config)}",
                          f"delete it (proxysuite cluster down --provider kind --cluster-name {config.name}) or pick another --cluster-name")
     sd = state_dir(config)
     sd.mkdir(parents=True, exist_ok=True)
