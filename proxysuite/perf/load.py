@@ -196,15 +196,16 @@ def summarize(samples, cpu, info: dict) -> dict:
 
 
 def _schedstat() -> tuple[int, int]:
-    """(ns on CPU, ns runnable but waiting for a CPU) summed over this process's threads (/proc/<pid>/task/*/schedstat)."""
-    run = wait = 0
-    for t in Path("/proc/self/task").iterdir():
-        try:
-            a, b, _ = (t / "schedstat").read_text().split()
-        except (OSError, ValueError):
-            continue
-        run, wait = run + int(a), wait + int(b)
-    return run, wait
+    """(ns on CPU, ns runnable but waiting for a CPU) of this process's main thread (/proc/self/task/<pid>/schedstat).
+
+    Locust's gevent hub — every user, every request — runs on the main thread; summing helper
+    threads (psutil, resolver pool) would push "demand" past 100 % without the hub being busy.
+    """
+    try:
+        a, b, _ = Path(f"/proc/self/task/{os.getpid()}/schedstat").read_text().split()
+        return int(a), int(b)
+    except (OSError, ValueError):
+        return 0, 0
 
 
 # --- the child ----------------------------------------------------------------------------------------------------

@@ -284,7 +284,9 @@ def build(results: list[str], out: Path, baseline: list[str] | None = None, tole
          f"From the API write to the first probe that sees the change; probes ≤10 ms apart from the client pod. Left: "
          f"endpoint readiness flips. Right: Service creates (Service, then its slice: the second write lands inside "
          f"kube-proxy's minSyncPeriod window) and the mean over all changes beside kube-proxy's own metric for the "
-         f"same changes (crosses; its buckets are ≥{anchors.NPL_METRIC_BUCKET_S * 1000:.0f} ms wide, its mean is exact)."),
+         f"same changes (crosses; its buckets are ≥{anchors.NPL_METRIC_BUCKET_S * 1000:.0f} ms wide, its mean is exact). "
+         f"kube-proxy observes each change when its whole sync returns, the datapath flips when the kernel commits "
+         f"the ruleset, so the metric may run ahead of the datapath by the part of a sync after the commit."),
         ("first_packet", "First-packet latency vs Services", charts.first_packet_chart(df),
          "TCP handshake of a new connection per sample (only the first packet meets the NAT rules). Pooled over "
          "Services at the start, middle and end of the chain; dotted: straight to a pod. Diamonds: KEP-3866 p99 (chart-read)."),
