@@ -44,12 +44,14 @@ class Forensics:
         self.reports_dir = Path(reports_dir)
         self.jigs: list = []
         self._marks: dict[int, int] = {}
+        self.started = time.time()
 
     def watch(self, jig) -> None:
-        """Include ``jig``'s objects; its transcript from now on belongs to this test."""
+        """Include ``jig``'s objects and its transcript: all of it for a jig this test built, from now on for a shared one."""
         if id(jig) not in self._marks:
             self.jigs.append(jig)
-            self._marks[id(jig)] = len(jig.transcript)
+            own = getattr(jig, "created", 0) >= self.started
+            self._marks[id(jig)] = 0 if own else len(jig.transcript)
 
     # --- collection ------------------------------------------------------------------------------
     def _services(self) -> list[dict]:

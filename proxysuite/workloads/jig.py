@@ -101,6 +101,7 @@ class ServiceJig:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.discovery = client.DiscoveryV1Api(api_client)
+        self.created = time.time()
         self.transcript: list[TranscriptEntry] = []
         self.services: list[str] = []
         """Names of the Services this jig created (for forensics)."""
