@@ -1,9 +1,9 @@
 """Perf suite options and the module-scoped sweep every perf check reads from.
 
-    pytest suites/perf -m perf -p no:xdist --provider local --mode nftables --perf-scales 100,1000,5k,10k
+    pytest suites/perf -m perf -n 0 --provider local --mode nftables --perf-scales 100,1000,5k,10k
 
 Scales run in ascending order in one namespace (the fleet grows between them), so the
-suite must not be split across xdist workers (``-p no:xdist`` or ``-n0``).
+suite must not be split across xdist workers (``-n 0``; ``-p no:xdist`` trips the plugin's xdist hook).
 """
 
 import os
