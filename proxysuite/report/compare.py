@@ -177,7 +177,9 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     if not lines.empty:
         row("Datapath size (lines of iptables-save / nft list table)", size)
     row("Proxy memory (RSS)", mem)
-    row("Proxy CPU", cpu_fn)
+    # process_cpu_seconds_total is kube-proxy's own process: the iptables-restore / nft children it execs
+    # for every sync are not in it, so this understates the datapath programming cost of both modes.
+    row("Proxy CPU (kube-proxy process only; its iptables-restore / nft children are not counted)", cpu_fn)
     row("Load through a Service (Locust, new connection per request)", load_fn)
     return header, rows
 
