@@ -100,6 +100,7 @@ _uid_key = pytest.StashKey[str]()
 _cluster_key = pytest.StashKey[object]()
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:  # xdist hook: hand the controller's uid to each worker
     node.workerinput["proxysuite_uid"] = _controller_uid(node.config)
 
