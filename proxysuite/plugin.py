@@ -55,6 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    # The catalogue's hooks (matrix, forensics, xdist grouping) must be active in the xdist controller too,
+    # whichever directory pytest was pointed at.
+    config.pluginmanager.import_plugin("proxysuite.conformance.plugin")
     # SIGTERM (CI cancel, `kill`) should clean up like Ctrl-C does: pytest unwinds fixtures and sessionfinish runs.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _make_sigterm_handler(os.getpid()))
@@ -213,12 +216,18 @@ def namespace(k8s, suite_config: SuiteConfig, request: pytest.FixtureRequest):
                 _progress(f"could not delete namespace {name}: {exc.reason}")
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    for mark in item.iter_markers("needs"):
-        if "cluster" not in item.fixturenames:
-            continue
-        cl = item._request.getfixturevalue("cluster")
-        feats = cl.features()
+@pytest.fixture(autouse=True)
+def _needs_features(request: pytest.FixtureRequest) -> None:
+    """``@pytest.mark.needs("load_balancer", ...)``: skip with the cluster's own reason when a feature is missing.
+
+    A fixture rather than a setup hook: it asks for ``cluster`` only when the marker is there, inside
+    fixture setup where that is safe (also under xdist).
+    """
+    marks = list(request.node.iter_markers("needs"))
+    if not marks:
+        return
+    feats = request.getfixturevalue("cluster").features()
+    for mark in marks:
         for feature in mark.args:
             ok, reason = feats.require(feature)
             if not ok:

@@ -107,9 +107,13 @@ class Cluster(abc.ABC):
         return None
 
     # --- the proxy -----------------------------------------------------------------
+    external_ip_cidr: str | None = None
+    """A range the external client routes to the nodes, for Service externalIPs (None: externalIP checks skip)."""
+
     @abc.abstractmethod
-    def proxy_http(self, node: str, port: int, path: str) -> tuple[int, str]:
-        """GET the proxy's own endpoint on a node (10249 metrics//proxyMode, 10256 healthz/livez)."""
+    def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
+        """GET an endpoint on a node from the node itself: the proxy's (10249 metrics, /proxyMode; 10256 healthz,
+        /livez) on loopback, or ``host`` = the node IP for healthCheckNodePorts (nftables serves those only there)."""
 
     def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
         """Run a command in the node's network context (rules, conntrack); forensics only."""

@@ -504,14 +504,14 @@ class KubectlCluster(Cluster):
         return Vantage(name=node, kind="node", node=node, source_ip=vantage.source_ip, runner=vantage.runner)
 
     # --- the proxy ------------------------------------------------------------------------
-    def proxy_http(self, node: str, port: int, path: str) -> tuple[int, str]:
+    def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
         ns, pod = self.host_pod(node)
         call = self.pod_runner(ns, pod, "client")
-        payload = {"http_get": {"host": "127.0.0.1", "port": port, "path": path, "timeout": 5.0}}
-        out = call(payload, 5 + EXEC_SLACK, f"node {node} (127.0.0.1:{port}{path})")
+        payload = {"http_get": {"host": host, "port": port, "path": path, "timeout": 5.0}}
+        out = call(payload, 5 + EXEC_SLACK, f"node {node} ({host}:{port}{path})")
         answer = json.loads(out.strip().splitlines()[-1])
         if "error" in answer:
-            raise ProbeError(f"GET 127.0.0.1:{port}{path} on {node} failed: {answer['error']}")
+            raise ProbeError(f"GET {host}:{port}{path} on {node} failed: {answer['error']}")
         return int(answer["status"]), answer["body"]
 
     def kube_system_pod(self, node: str, selector: str) -> str | None:

@@ -48,6 +48,8 @@ class ProbeRequest:
     """Bind this local port (UDP affinity, conntrack checks); None lets the kernel pick."""
     label: str = ""
     """Free text carried into each observation (which scenario asked)."""
+    hold: float = 0.0
+    """With ``ask="both"``: seconds to keep the connection open between the two requests (drain checks)."""
 
 
 @dataclass
@@ -79,6 +81,9 @@ def _classify(exc: BaseException) -> str:
         return REFUSED
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
         return RESET
+    if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno == errno.EPERM):
+        # The node's own netfilter rejected a locally generated packet (REJECT on the output path).
+        return REFUSED
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL):
         return UNREACHABLE
     return ERROR
@@ -147,6 +152,8 @@ def probe_tcp(req: ProbeRequest, make_socket=socket.socket) -> Observation:
             reader = _Reader(sock)
             if req.ask in ("hostname", "both"):
                 obs.backend = _http_exchange(sock, req.host, "/hostname", reader)
+            if req.ask == "both" and req.hold:
+                time.sleep(req.hold)
             if req.ask in ("clientip", "both"):
                 obs.client_ip = _strip_port(_http_exchange(sock, req.host, "/clientip", reader))
         obs.total_us = (time.perf_counter_ns() - t0) / 1000

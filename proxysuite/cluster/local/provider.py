@@ -367,6 +367,7 @@ class LocalCluster(Cluster):
         self.mode = st.mode
         self.name = st.name
         self.kubeconfig = str(st.kubeconfig())
+        self.external_ip_cidr = st.addressing.external_ips
         self._core = None
 
     @property
@@ -415,8 +416,8 @@ class LocalCluster(Cluster):
         a = self.state.addressing
         return self._vantage("external", "external", None, netns.name_for(self.state.run_id, topology.EXT), a.ext_ip)
 
-    def proxy_http(self, node: str, port: int, path: str) -> tuple[int, str]:
-        return engine.http_get("127.0.0.1", port, path, make_socket=netns.socket_factory(self._node(node).netns))
+    def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
+        return engine.http_get(host, port, path, make_socket=netns.socket_factory(self._node(node).netns))
 
     def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
         return netns.run(self._node(node).netns, argv, timeout=timeout)

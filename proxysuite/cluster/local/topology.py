@@ -84,6 +84,10 @@ def build(st: ClusterState, node_count: int) -> None:
         netns.sysctl(node_ns, "net.ipv4.ip_forward", "1")
         netns.sysctl(node_ns, "net.ipv4.conf.all.rp_filter", "0")
         netns.sysctl(node_ns, "net.ipv4.conf.default.rp_filter", "0")
+        # A REJECT answers with an ICMP error, which the kernel rate-limits per destination (1/s by default):
+        # probes that fire several rejected connections a second would see silence and read it as DROP.
+        netns.sysctl(node_ns, "net.ipv4.icmp_ratelimit", "0")
+        netns.sysctl(node_ns, "net.ipv4.icmp_msgs_per_sec", "100000")
 
     ext_ns = netns.name_for(st.run_id, EXT)
     netns.add(ext_ns)
