@@ -3,7 +3,7 @@
     pytest suites/perf -m perf -n 0 --provider local --mode nftables --perf-scales 100,1000,5k,10k
 
 Scales run in ascending order in one namespace (the fleet grows between them), so the
-suite must not be split across xdist workers (``-n 0``; ``-p no:xdist`` trips the plugin's xdist hook).
+suite must not be split across xdist workers (``-n 0`` or ``-p no:xdist``).
 """
 
 import os
