@@ -136,15 +136,24 @@ def _strip_port(addr: str) -> str:
     return addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
 
 
-def probe_tcp(req: ProbeRequest, make_socket=socket.socket) -> Observation:
-    obs = Observation(req.host, req.port, "tcp", OK, label=req.label)
-    family = socket.AF_INET6 if ":" in req.host else socket.AF_INET
-    sock = make_socket(family, socket.SOCK_STREAM)
+def _open(req: ProbeRequest, kind: int, make_socket) -> socket.socket:
+    """A socket for ``req``: its family, timeout and (for affinity and conntrack checks) a fixed source port."""
+    sock = make_socket(socket.AF_INET6 if ":" in req.host else socket.AF_INET, kind)
     try:
         sock.settimeout(req.timeout)
         if req.source_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("", req.source_port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def probe_tcp(req: ProbeRequest, make_socket=socket.socket) -> Observation:
+    obs = Observation(req.host, req.port, "tcp", OK, label=req.label)
+    sock = _open(req, socket.SOCK_STREAM, make_socket)
+    try:
         t0 = time.perf_counter_ns()
         sock.connect((req.host, req.port))
         obs.connect_us = (time.perf_counter_ns() - t0) / 1000
@@ -166,13 +175,8 @@ def probe_tcp(req: ProbeRequest, make_socket=socket.socket) -> Observation:
 
 def probe_udp(req: ProbeRequest, make_socket=socket.socket) -> Observation:
     obs = Observation(req.host, req.port, "udp", OK, label=req.label)
-    family = socket.AF_INET6 if ":" in req.host else socket.AF_INET
-    sock = make_socket(family, socket.SOCK_DGRAM)
+    sock = _open(req, socket.SOCK_DGRAM, make_socket)
     try:
-        sock.settimeout(req.timeout)
-        if req.source_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("", req.source_port))
         # A connected UDP socket turns an ICMP port-unreachable into ECONNREFUSED on recv.
         sock.connect((req.host, req.port))
         t0 = time.perf_counter_ns()
