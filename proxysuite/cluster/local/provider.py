@@ -38,7 +38,7 @@ from ...modes import get_mode, require_ipvs_kernel
 from ...probes import engine
 from ..base import Cluster, Features, NodeInfo, Vantage
 from . import components, controlplane, netns, procs, topology
-from .state import ClusterState, all_states, new_state
+from .state import ClusterState, all_states, code_digest, new_state
 
 Progress = Callable[[str], None]
 
@@ -160,6 +160,9 @@ def up(config: SuiteConfig, progress: Progress = print, owner_pid: int | None = 
                              f"run `proxysuite cluster down --cluster-name {config.name}` or pass another --cluster-name")
         if _healthy(existing) and len(existing.nodes) == config.nodes:
             progress(f"reusing local cluster {existing.name} (run {existing.run_id}, {existing.mode})")
+            if existing.code_digest != code_digest():
+                progress(f"note: {existing.name} was started by other proxysuite code (its node agents and LB controller "
+                         f"still run that); `proxysuite cluster down --cluster-name {existing.name}` to refresh it")
             return LocalCluster(existing, created=False)
         progress(f"local cluster {existing.name} is not healthy or has another node count; recreating it")
         _teardown(existing, progress)

@@ -103,6 +103,8 @@ class ClusterState:
     """Command line of each daemon, so one can be restarted (disruptive checks)."""
     proc_netns: dict[str, str] = field(default_factory=dict)
     ready: bool = False
+    code_digest: str = ""
+    """Hash of the provider's own code when the cluster started (its daemons keep running that code)."""
 
     # ---- paths -----------------------------------------------------------------------
     @property
@@ -162,8 +164,17 @@ def all_states() -> list[ClusterState]:
     return out
 
 
+def code_digest() -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def new_state(config: SuiteConfig) -> ClusterState:
     addressing = Addressing.from_env()
     addressing.check(config.nodes)
     return ClusterState(name=config.name, run_id=config.run_id, mode=config.mode, proxy_cmd=config.proxy_cmd,
-                        addressing=addressing, api_port=config.api_port)
+                        addressing=addressing, api_port=config.api_port, code_digest=code_digest())
