@@ -9,6 +9,7 @@ use it instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -348,11 +349,12 @@ def test_pod_vantage_sends_requests_and_reads_observations(tools):
     ])
     v = cluster.pod_vantage("ps-x", "client-a")
     assert (v.name, v.kind, v.node, v.source_ip) == ("client-a@ps-t-worker2", "pod", "ps-t-worker2", "10.244.2.7")
-    got = v.run([ProbeRequest("10.96.0.10", 80, count=2)])
+    req = ProbeRequest("10.96.0.10", 80, count=2)
+    got = v.run([req])
     assert [o.backend for o in got] == ["echo-1", "echo-2"]
     sent = json.loads(tools.commands()[-1][-1])
-    assert sent == [{"host": "10.96.0.10", "port": 80, "protocol": "tcp", "ask": "hostname", "count": 2, "timeout": 2.0,
-                     "interval": 0.0, "source_port": None, "label": ""}]
+    # The pod gets the engine's own request, every field of it (the engine there rebuilds ProbeRequest(**r)).
+    assert sent == [dataclasses.asdict(req)] and sent[0]["host"] == "10.96.0.10" and sent[0]["count"] == 2
 
 
 def test_restart_proxy_deletes_the_pod_and_waits_for_a_ready_replacement(tools):
