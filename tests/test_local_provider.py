@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 from kubernetes import client, config as kconfig
 
-from proxysuite.cluster.local import netns, procs, provider
+from proxysuite.cluster.local import provider
 from proxysuite.config import SuiteConfig
 from proxysuite.probes.engine import OK, ProbeRequest
 
@@ -232,4 +232,7 @@ def test_root_namespace_is_untouched(local):
         assert "KUBE-" not in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     if shutil.which("nft"):
         assert "kube-proxy" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    assert not [n for n in netns.listing() if n.startswith(local.state.netns_prefix) and "root" in n]
+    # ...and no address of the suite's plan was given to the root namespace.
+    ours = {n.internal_ip for n in local.nodes()} | {local.state.addressing.cp_ip, local.state.addressing.ext_ip}
+    root_addrs = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    assert not [ip for ip in ours if f" {ip}/" in root_addrs], root_addrs
