@@ -326,6 +326,20 @@ def _age(name: str) -> float:
         return 0.0
 
 
+def _forget_session_markers() -> None:
+    """Drop the plugin's "this session created cluster X" markers once X is gone (a killed session leaves them)."""
+    from ...config import default_state_root
+
+    live = {st.name for st in all_states()}
+    for marker in default_state_root().glob(".session-*-local-*"):
+        try:
+            name = json.loads(marker.read_text()).get("name")
+        except (OSError, ValueError):
+            name = None
+        if name not in live:
+            marker.unlink(missing_ok=True)
+
+
 def janitor(progress: Progress = print, everything: bool = False, quiet: bool = False) -> dict:
     """Remove clusters whose owning session died (or all with ``everything``), then orphans of any run.
 
@@ -348,6 +362,7 @@ def janitor(progress: Progress = print, everything: bool = False, quiet: bool = 
             netns.delete(name)
             removed["netns"].append(name)
     strays = {pid: rid for pid, rid in procs.pids_with_run_id().items() if rid not in live_runs and not quiet}
+    _forget_session_markers()
     procs.kill_all(list(strays))
     removed["processes"] = sorted(strays)
     if not quiet or any(removed.values()):
