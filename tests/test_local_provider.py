@@ -17,28 +17,17 @@ from kubernetes import client, config as kconfig
 from proxysuite.cluster.local import provider
 from proxysuite.config import SuiteConfig
 from proxysuite.probes.engine import OK, ProbeRequest
+from support import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root")
 
 BACKEND_ARGS = ["netexec", "--http-port=8080", "--udp-port=8081", "--delay-shutdown=60"]
 GRACE = 15  # seconds; netexec's --delay-shutdown keeps the process serving past SIGTERM for the whole period
-WAIT = 60.0  # ceiling for every wait below; the normal case takes a second or two
-
-
-def wait_for(what: str, fn, timeout: float = WAIT, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module", params=["iptables", "nftables"])
 def local(request):
-    cfg = SuiteConfig(provider="local", mode=request.param, nodes=2, cluster_name=f"pstest-{request.param}")
+    cfg = SuiteConfig(provider="local", mode=request.param, nodes=2, cluster_name=f"pstest-{request.param}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
     started = time.monotonic()
     cl = provider.up(cfg, progress=lambda m: print(f"[up] {m}"), owner_pid=os.getpid())
     print(f"bring-up of {cfg.name}: {time.monotonic() - started:.1f}s (created={cl.created})")

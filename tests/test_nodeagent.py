@@ -26,6 +26,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from proxysuite.cluster.local import podruntime as rt
+from support import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
@@ -117,17 +118,6 @@ class Sink:
                 return self.last
             time.sleep(0.1)
         raise AssertionError(f"pod status did not reach '{what}' within {timeout:g}s; last status: {json.dumps(self.last, indent=1)}")
-
-
-def wait_for(what: str, fn, timeout: float = 60.0, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not reached within {timeout:g}s (last value: {last!r})")
 
 
 def cond(status: dict, ctype: str) -> str | None:
