@@ -65,6 +65,39 @@ def test_false_alarm_rate_matches_alpha():
     assert fails <= 10
 
 
+def test_only_a_chance_rejection_is_confirmed():
+    ctx = Context(backends=BACKENDS, source_ip="10.244.2.5")
+    expectation = REACH_ALL & UNIFORM
+    lopsided = [ok("a")] * 67 + [ok("b")] * 40 + [ok("c")] * 85  # the CI sample that went red by chance
+    assert not expectation.evaluate(lopsided, ctx).ok
+    assert expectation.rejected_by_chance_alone(lopsided, ctx)
+    # deterministic failures are judged at once: a missing or stray backend, a failed probe, another part
+    assert not expectation.rejected_by_chance_alone([ok("a")] * 60 + [ok("b")] * 60, ctx)
+    assert not expectation.rejected_by_chance_alone(lopsided + [ok("zombie")], ctx)
+    assert not expectation.rejected_by_chance_alone(lopsided + [bad("timeout")], ctx)
+    assert not (UNIFORM & SRC_IP_MASQUERADED).rejected_by_chance_alone(lopsided, ctx)
+    assert not REACH_ALL.rejected_by_chance_alone(lopsided, ctx)
+    fair = [ok(b) for b in BACKENDS] * 40
+    assert not expectation.rejected_by_chance_alone(fair, ctx)
+
+
+def test_reject_then_confirm_keeps_power_and_cuts_false_alarms():
+    n = analysis.samples_for_uniformity(3)
+    assert analysis.two_stage_power(n, 3) >= 0.99 * analysis.chi_square_power(n, 3)
+    # Simulated checks: a uniform proxy almost never fails both stages, a 2:1 skewed one nearly always does.
+    rng = random.Random(5)
+
+    def check_fails(weights):
+        first = analysis.uniformity([ok(b) for b in rng.choices(BACKENDS, weights, k=n)], BACKENDS)
+        if first.uniform:
+            return False
+        k = analysis.CONFIRMATION_FACTOR * n
+        return not analysis.uniformity([ok(b) for b in rng.choices(BACKENDS, weights, k=k)], BACKENDS).uniform
+
+    assert sum(check_fails([1, 1, 1]) for _ in range(3000)) == 0
+    assert sum(check_fails([2, 1, 1]) for _ in range(300)) >= 0.8 * 300
+
+
 def test_missing_and_unexpected_backends():
     obs = [ok("a")] * 10 + [ok("b")] * 10
     assert not REACH_ALL.evaluate(obs, Context(backends=BACKENDS)).ok

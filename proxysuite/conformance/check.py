@@ -24,6 +24,7 @@ import pytest
 
 from .. import waits
 from ..errors import Unsupported
+from ..probes import analysis
 from ..probes import vantages as vsel
 from ..probes.engine import Observation
 from .expectations import (
@@ -186,6 +187,14 @@ class Conformance:
         obs = jig.probe(v, t, count=count or row.count, ask=ask, label=row.id, interval=row.interval,
                         timeout=row.timeout)
         ctx = self.context(jig, v, t, placement, allowed)
+        if expectation is not None and expectation.rejected_by_chance_alone(obs, ctx):
+            first = expectation.evaluate(obs, ctx).detail
+            n = analysis.CONFIRMATION_FACTOR * len(obs)
+            self.record.notes.append(f"first sample rejected ({first}); judged on a fresh sample of {n}")
+            jig.log("note", f"{path}: uniformity rejected on {len(obs)} probes; confirming on {n}")
+            obs = jig.probe(v, t, count=n, ask=ask, label=row.id + " (confirming)", interval=row.interval,
+                            timeout=row.timeout)
+            ctx = self.context(jig, v, t, placement, allowed)
         if row.note:
             self.record.notes.append(row.note)
         self.judge(expectation, klass, obs, ctx, path, alternatives=row.alternatives())

@@ -91,6 +91,22 @@ class Expectation:
     def __str__(self) -> str:
         return self.name
 
+    def rejected_by_chance_alone(self, obs: Sequence[Observation], ctx: Context) -> bool:
+        """True when the only failing part is the uniformity test's p-value.
+
+        Every probe was answered, every expected backend answered, nobody else did,
+        and the other parts hold: the sample may be one of the ``alpha`` share that a
+        uniform proxy produces by chance, so the harness confirms it on a fresh sample
+        (see :data:`proxysuite.probes.analysis.CONFIRMATION_FACTOR`).
+        """
+        parts = self.parts or (self,)
+        if UNIFORM not in parts or set(analysis.outcomes(obs)) != {OK}:
+            return False
+        if any(not p.evaluate(obs, ctx).ok for p in parts if p is not UNIFORM):
+            return False
+        u = analysis.uniformity(obs, ctx.backends, ctx.alpha)
+        return not u.uniform and not u.missing and not u.unexpected
+
 
 def _all_outcome(outcome: str):
     def pred(obs, ctx):

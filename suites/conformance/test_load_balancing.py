@@ -3,7 +3,8 @@
 Scenario (module-shared): three backends on the first node, Service ``spread`` of
 type NodePort. Each row sends enough new connections (TCP) or new flows (UDP, a
 fresh source port each) for a chi-square uniformity test at alpha = 0.001 with
-power 0.9 against a 2:1 skew (:func:`proxysuite.probes.analysis.samples_for_uniformity`).
+power 0.9 against a 2:1 skew (:func:`proxysuite.probes.analysis.samples_for_uniformity`);
+a rejected sample is confirmed on a fresh one twice as large before the row fails.
 
 Release: v1.0
 Testname: Service, load balancing
