@@ -63,6 +63,9 @@ def test_frames_hold_every_measurement(runs):
                      ("npl_metric", "mean"), ("first_packet", "p50"), ("proxy", "rss"), ("locust", "p99_us"),
                      ("locust", "throughput_rps")]:
             assert need in have, (mode, need)
+        # the local provider sees kube-proxy's process, so the iptables-restore / nft it execs are counted
+        kids = s[(s["metric"] == "proxy") & (s["stat"] == "children_cpu_seconds")]
+        assert set(kids["phase"]) >= {"restart", "npl"} and kids["value"].sum() > 0, (mode, kids)
         meta = next(iter(metas.values()))
         assert meta["proxy_mode_reported"] == mode and meta["kubernetes_version"].startswith("v1.")
         assert meta["iptables_backend"] in ("nf_tables", "legacy") and meta["proxy_minSyncPeriod"]

@@ -125,6 +125,14 @@ class Cluster(abc.ABC):
     def restart_proxy(self, node: str) -> None:
         raise NotImplementedError(self.features().reasons.get("proxy_restart", "proxy restart is not available"))
 
+    def proxy_children_cpu_seconds(self, node: str) -> float | None:
+        """CPU seconds spent by the proxy's exited children (iptables-restore, nft) since it started.
+
+        A proxy's own ``process_cpu_seconds_total`` leaves out the programs it execs for
+        every sync. None where the provider cannot see the proxy's process.
+        """
+        return None
+
     def proxy_rules(self, node: str) -> str:
         """The datapath rules the proxy programmed on ``node`` (iptables-save / nft list ruleset)."""
         argv = ["nft", "list", "ruleset"] if self.mode == "nftables" else ["iptables-save"]

@@ -446,6 +446,17 @@ class LocalCluster(Cluster):
             return f"(no proxy log at {path})"
         return "\n".join(path.read_text(errors="replace").splitlines()[-tail:])
 
+    def proxy_children_cpu_seconds(self, node: str) -> float | None:
+        pid = self.state.procs.get(f"proxy-{node}")
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        # proc(5): cutime and cstime (fields 16 and 17) count the children the process has waited for;
+        # kube-proxy waits for every iptables-restore / nft it runs.
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
     def restart_proxy(self, node: str) -> None:
         name = f"proxy-{node}"
         procs.stop(self.state.procs.get(name))
