@@ -110,13 +110,10 @@ HOLD = 6.0
 @check("readiness", "established-connection-drains")
 def test_established_connection_drains(cluster, k8s, suite_config, namespace, conformance):
     """A connection opened before the pod starts terminating keeps being served by that pod (upstream: graceful termination)."""
-    import dataclasses
     import threading
 
     from proxysuite.probes.engine import ProbeRequest
 
-    if "hold" not in {f.name for f in dataclasses.fields(ProbeRequest)}:
-        pytest.skip("the probe engine cannot hold a connection open across a pod deletion yet (needs ProbeRequest.hold)")
     sc = build_scenario(cluster, k8s, suite_config.run_id, namespace, host_clients=False,
                         services={"drain": ServiceSpec("ClusterIP", endpoints=0)})
     jig = sc.jig
