@@ -401,7 +401,7 @@ class LocalCluster(Cluster):
 
     def features(self) -> Features:
         return Features(load_balancer=True, external_client=True, node_exec=True, proxy_restart=True, cluster_dns=False, udp=True,
-                        reasons={"cluster_dns": "the local provider runs no cluster DNS (CoreDNS needs a container runtime)"})
+                        reasons={"cluster_dns": "the local provider runs no cluster DNS (its pods share the host's /etc/resolv.conf: no mount namespaces)"})
 
     def _node(self, name: str):
         for n in self.state.nodes:
