@@ -211,12 +211,13 @@ def test_up_custom_applies_the_manifest_and_waits_for_its_daemonsets(tools, tmp_
 
 def test_reuse_exports_the_kubeconfig_and_refuses_another_mode(tools):
     tools.script(engine_ok_rules())
-    kind.up(cfg(), progress=lambda m: None)
+    assert kind.up(cfg(), progress=lambda m: None).created
     sd = tools.state / "kind" / "ps-t"
     tools.clear()
     tools.script(engine_ok_rules() + [{"tool": "kind", "match": ["get", "clusters"], "stdout": "other\nps-t\n"},
                                       {"tool": "docker", "match": ["ps", "-q"], "stdout": "f00dcafe\n"}])
-    kind.up(cfg(), progress=lambda m: None)
+    # a reused cluster is not this session's to delete at its end
+    assert not kind.up(cfg(), progress=lambda m: None).created
     assert tools.commands() == [
         ["docker", "info", "--format", "{{.ServerVersion}}"],
         ["kind", "get", "clusters"],

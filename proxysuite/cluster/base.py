@@ -84,6 +84,9 @@ class Cluster(abc.ABC):
     """Image for client pods; it must carry python3 (the probe engine runs there)."""
     backend_image: str
     """agnhost image for backends (netexec)."""
+    created: bool = True
+    """Whether this process brought the cluster up. Only such a cluster is taken down when the pytest
+    session or ``perf run`` ends; a reused one belongs to whoever started it."""
 
     # --- topology -----------------------------------------------------------------
     @abc.abstractmethod

@@ -495,6 +495,7 @@ def up(config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int
     if config.name in existing_clusters():
         kubeconfig = reuse(config, progress)
         cluster = KindCluster(config, kubeconfig)
+        cluster.created = False
         if _read_record(config) is None:
             from .existing import check_mode, detect_cluster_mode
 
