@@ -20,15 +20,14 @@ import hashlib
 import json
 import os
 import re
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from .config import OPTIONS, SuiteConfig, default_state_root
 from .errors import SuiteError, Unsupported
+from .signals import sigterm_as_interrupt
 
 MARKERS = {
     "conformance": "Service-proxy conformance checks (the CI job: pytest -m conformance)",
@@ -58,20 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # The catalogue's hooks (matrix, forensics, xdist grouping) must be active in the xdist controller too,
     # whichever directory pytest was pointed at.
     config.pluginmanager.import_plugin("proxysuite.conformance.plugin")
-    # SIGTERM (CI cancel, `kill`) should clean up like Ctrl-C does: pytest unwinds fixtures and sessionfinish runs.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _make_sigterm_handler(os.getpid()))
-
-
-def _make_sigterm_handler(session_pid: int):
-    def handler(signum, frame):
-        if os.getpid() != session_pid:
-            # A forked helper (pyroute2 forks to create namespaces) must die as SIGTERM says, not unwind
-            # pytest's fixtures in the child: that would tear the cluster down from under the session.
-            os._exit(128 + signum)
-        raise KeyboardInterrupt("SIGTERM")
-
-    return handler
+    # pytest then unwinds fixtures and sessionfinish runs, as on Ctrl-C.
+    sigterm_as_interrupt()
 
 
 def _option_values(config: pytest.Config) -> dict:
@@ -151,7 +138,7 @@ def cluster(suite_config: SuiteConfig, pytestconfig: pytest.Config):
         pytest.skip(str(exc))
     except SuiteError as exc:
         pytest.exit(f"proxysuite: {exc}", returncode=4)
-    if getattr(cl, "created", True):
+    if cl.created:
         # Only a cluster this session created is torn down at its end; a reused one belongs to someone else.
         created_marker = state_root / f".session-{_run_id(pytestconfig)}-{suite_config.provider}-{suite_config.name}"
         created_marker.write_text(json.dumps({"provider": suite_config.provider, "name": suite_config.name}))

@@ -178,3 +178,43 @@ def test_ipvs_skips_in_pytest_with_the_reason(tmp_path: Path):
                            str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 skipped" in proc.stdout and "IPVS" in proc.stdout, proc.stdout
+
+
+PERF_SMALL = ["--nodes", "1", "--first-packet-rounds", "10", "--npl-changes", "2", "--npl-creates", "1",
+              "--load-seconds", "0", "--load-max-seconds", "0", "--no-restart"]
+
+
+def _removed_run_id(stderr: str, name: str) -> str:
+    line = next((ln for ln in stderr.splitlines() if f"removed local cluster {name} (run " in ln), "")
+    assert line, f"perf run did not bring its cluster down:\n{stderr[-2000:]}"
+    return line.split("(run ", 1)[1].split(")", 1)[0]
+
+
+def test_perf_run_brings_down_the_cluster_it_created(tmp_path: Path):
+    name = "pstest-perf"
+    proc = cli("perf", "run", "--cluster-name", name, "--scales", "20", "--reports-dir", str(tmp_path), *PERF_SMALL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((tmp_path / "perf").glob("*/results.parquet")), "the sweep saved its frame"
+    assert leftovers(_removed_run_id(proc.stderr, name), name) == {"netns": [], "processes": [], "state_dir": False}
+
+
+def test_sigterm_during_perf_run_cleans_up(tmp_path: Path):
+    name = "pstest-perf-term"
+    proc = subprocess.Popen([*CLI, "perf", "run", "--cluster-name", name, "--scales", "3000", "--reports-dir", str(tmp_path),
+                             *PERF_SMALL], stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for line in proc.stderr:  # the sweep has started once it names its first scale
+            seen.append(line)
+            if "perf: scale 3000" in line:
+                break
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            cli("janitor")
+    stderr = "".join(seen) + rest
+    assert proc.returncode != 0, stderr[-2000:]
+    assert leftovers(_removed_run_id(stderr, name), name) == {"netns": [], "processes": [], "state_dir": False}

@@ -1,5 +1,8 @@
 """``proxysuite perf run``: the perf sweep outside pytest, against a cluster that is up (or brought up).
 
+A cluster the run brings up is brought down at its end (``--keep-cluster`` keeps it); one that was
+already up, as below, is reused and left running.
+
     proxysuite cluster up --mode nftables --nodes 1 --cluster-name perf-nft
     proxysuite perf run --mode nftables --nodes 1 --cluster-name perf-nft --scales 100,1000,5000,10000
     proxysuite report compare-modes reports/perf -o reports/compare-modes
@@ -11,9 +14,11 @@ through the ``cluster`` fixture; this entry point exists for long sweeps and the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..config import OPTIONS, SuiteConfig
+from ..signals import sigterm_as_interrupt
 from .pipeline import DEFAULT_SCALES, PerfOptions, run_sweep
 
 RUN_LABEL = "proxysuite.io/run-id"
@@ -73,12 +78,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-teardown", action="store_true",
                    help="leave the Services for the namespace deletion (use when the cluster is deleted right after)")
     a = p.parse_args(argv)
-    from kubernetes import config as kconfig
-
     from ..cluster import get_provider
 
     cfg = SuiteConfig.from_mapping({o.name: getattr(a, o.name.replace("-", "_")) for o in OPTIONS})
-    cluster = get_provider(cfg).up(cfg, progress=_progress)
+    sigterm_as_interrupt()
+    provider = get_provider(cfg)
+    # Like a pytest session: a cluster this run creates is owned by it (the janitor removes it if this
+    # process dies) and brought down at the end unless --keep-cluster; a running one is reused and left.
+    cluster = provider.up(cfg, progress=_progress, owner_pid=None if cfg.keep_cluster else os.getpid())
+    created = cluster.created
+    try:
+        return _sweep(a, cfg, cluster)
+    finally:
+        cluster.close()
+        if created and not cfg.keep_cluster:
+            provider.down(cfg, progress=_progress)
+        elif created:
+            _progress(f"keeping cluster {cfg.name} (--keep-cluster); remove it with: proxysuite cluster down "
+                      f"--provider {cfg.provider} --cluster-name {cfg.name}")
+
+
+def _sweep(a: argparse.Namespace, cfg: SuiteConfig, cluster) -> int:
+    from kubernetes import config as kconfig
+
     k8s = kconfig.new_client_from_config(config_file=cluster.kubeconfig)
     ns = perf_namespace(k8s, cfg.run_id, cluster.mode)
     opts = PerfOptions(scales=a.scales, endpoints_per_service=a.endpoints, first_packet_rounds=a.first_packet_rounds,
@@ -94,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         delete_namespace(k8s, ns)
         k8s.close()
-        cluster.close()
     return 0
 
 
