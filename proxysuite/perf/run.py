@@ -66,14 +66,18 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(f"--{opt.name}", type=opt.type, default=opt.default, help=opt.help)
     p.add_argument("--scales", type=parse_scales, default=DEFAULT_SCALES, help="Service counts (default 100,1000,5000,10000)")
     p.add_argument("--endpoints", type=int, default=2, help="endpoints per Service (default 2)")
-    p.add_argument("--first-packet-rounds", type=int, default=300)
-    p.add_argument("--npl-changes", type=int, default=20)
-    p.add_argument("--npl-creates", type=int, default=5)
-    p.add_argument("--load-seconds", type=float, default=10.0)
+    p.add_argument("--first-packet-rounds", type=int, default=300,
+                   help="new connections timed per first-packet target (default 300)")
+    p.add_argument("--npl-changes", type=int, default=20,
+                   help="endpoint flips timed for network programming latency per scale (default 20)")
+    p.add_argument("--npl-creates", type=int, default=5,
+                   help="Service creations timed from the API write until the new ClusterIP answers, per scale (default 5)")
+    p.add_argument("--load-seconds", type=float, default=10.0,
+                   help="paced Locust run per scale, seconds (default 10; 0 = no load)")
     p.add_argument("--load-rps", type=float, default=500.0, help="target rps; 0 = closed loop, as fast as Locust can")
-    p.add_argument("--load-users", type=int, default=10)
+    p.add_argument("--load-users", type=int, default=10, help="Locust users of the paced run (default 10)")
     p.add_argument("--load-max-seconds", type=float, default=5.0, help="closed-loop Locust run after the paced one (0 = skip)")
-    p.add_argument("--load-max-users", type=int, default=50)
+    p.add_argument("--load-max-users", type=int, default=50, help="Locust users of the closed-loop run (default 50)")
     p.add_argument("--no-restart", action="store_true", help="do not restart the proxy to time full syncs")
     p.add_argument("--no-teardown", action="store_true",
                    help="leave the Services for the namespace deletion (use when the cluster is deleted right after)")
