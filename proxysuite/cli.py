@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="proxysuite", description="Kubernetes Service proxy conformance and performance suite")
     sub = ap.add_subparsers(dest="command", required=True)
     cl = sub.add_parser("cluster", help="bring a cluster up or down, show it, print its KUBECONFIG")
-    cl.add_argument("action", choices=("up", "down", "status", "env"))
+    cl.add_argument("action", choices=("up", "down", "status", "env"),
+                    help="up: create or reuse; down: remove; status: JSON health; env: print export KUBECONFIG=...")
     _add_cluster_options(cl)
     jan = sub.add_parser("janitor", help="remove namespaces, processes and state that crashed runs left")
     jan.add_argument("--all", action="store_true", help="also remove clusters kept on purpose (cluster up, --keep-cluster)")
