@@ -28,6 +28,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the local provider ne
 CLUSTER = "pstest-conformance"
 
 CHECKS = '''
+import pytest
+
 from proxysuite.conformance import REACH, REFUSED, REQUIRED, Row, check
 from proxysuite.conformance.scenario import ServiceSpec, build_scenario
 
@@ -48,6 +50,26 @@ def test_wrong(cluster, k8s, suite_config, namespace, conformance):
 def test_right(cluster, k8s, suite_config, namespace, conformance):
     sc = scenario(cluster, k8s, suite_config, namespace)
     conformance.run_row(sc.jig, Row("pod-other-node", "clusterip", expect=REACH, klass=REQUIRED, count=3), sc.svc())
+
+
+def _bad_port(body):
+    body["spec"]["ports"][0]["port"] = 70000  # the apiserver rejects it (422): the build fails after the backends exist
+
+
+@pytest.fixture(scope="module")
+def broken(cluster, k8s, suite_config, scenario_namespace):
+    return build_scenario(cluster, k8s, suite_config.run_id, scenario_namespace("broken"), backends={0: 1},
+                          services={"bad": ServiceSpec("ClusterIP", tweak=_bad_port)}, host_clients=False)
+
+
+@check("forensics-demo", "broken-first")
+def test_broken_first(broken):
+    pass
+
+
+@check("forensics-demo", "broken-second")
+def test_broken_second(broken):
+    pass
 '''
 
 CONFTEST = '''
@@ -85,6 +107,7 @@ def test_wrong_expectation_fails_with_the_verdict(child):
     assert proc.returncode == 1, out[-3000:]
     assert "test_demo.py::test_wrong FAILED" in out
     assert "test_demo.py::test_right PASSED" in out
+    assert "test_demo.py::test_broken_first ERROR" in out and "test_demo.py::test_broken_second ERROR" in out
     assert "expected REFUSED (required for iptables), observed REACH" in out
 
 
@@ -94,15 +117,16 @@ def test_forensics_sections_in_the_report(child):
     for section in ("forensics: service", "forensics: endpointslices", "forensics: pods", "forensics: transcript",
                     "forensics: rules node-1", "forensics: conntrack node-2", "forensics: proxy-logs node-1"):
         assert section in out, f"missing report section {section!r}"
-    # Forensics belong to the failing check only.
-    assert out.count("forensics: transcript") == 1
+    # Forensics belong to the failing check, and once to the failed scenario build, not to the passing check.
+    assert out.count("forensics: transcript") == 2
+    assert "the scenario build failed; its forensics were collected once, in" in out
 
 
 def test_forensics_on_disk(child):
     proc, reports = child
-    folders = list((reports / "forensics").iterdir())
-    assert [f.name for f in folders] == ["test_wrong"], folders
-    folder = folders[0]
+    folders = sorted(f.name for f in (reports / "forensics").iterdir())
+    assert folders == ["test_broken_first", "test_wrong"], folders
+    folder = reports / "forensics" / "test_wrong"
     service = (folder / "service.txt").read_text()
     vip = next(line.split(":", 1)[1].strip() for line in service.splitlines() if line.strip().startswith("clusterIP:"))
     # The rules the proxy programmed for the VIP: in full on disk, filtered to the VIP in the report section.
@@ -119,6 +143,15 @@ def test_forensics_on_disk(child):
     endpoints = (folder / "endpointslices.txt").read_text()
     assert "ready: true" in endpoints
     assert "Running" in (folder / "pods.txt").read_text()
+    assert (folder / "proxy-logs-node-1.txt").read_text().strip()
+
+
+def test_failed_scenario_build_has_forensics(child):
+    _, reports = child
+    folder = reports / "forensics" / "test_broken_first"
+    # The backend the build created before the Service was rejected; the Service itself never existed.
+    assert "be-n1-" in (folder / "pods.txt").read_text()
+    assert (folder / "service.txt").read_text().strip() == "(no Service)"
     assert (folder / "proxy-logs-node-1.txt").read_text().strip()
 
 

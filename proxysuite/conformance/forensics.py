@@ -46,11 +46,12 @@ class Forensics:
         self._marks: dict[int, int] = {}
         self.started = time.time()
 
-    def watch(self, jig) -> None:
-        """Include ``jig``'s objects and its transcript: all of it for a jig this test built, from now on for a shared one."""
+    def watch(self, jig, whole: bool = False) -> None:
+        """Include ``jig``'s objects and its transcript: all of it for a jig this test built (or ``whole``),
+        from now on for a shared one."""
         if id(jig) not in self._marks:
             self.jigs.append(jig)
-            own = getattr(jig, "created", 0) >= self.started
+            own = whole or getattr(jig, "created", 0) >= self.started
             self._marks[id(jig)] = 0 if own else len(jig.transcript)
 
     # --- collection ------------------------------------------------------------------------------

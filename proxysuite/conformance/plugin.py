@@ -157,8 +157,12 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     marker = item.get_closest_marker("proxysuite_check")
     if marker is None:
         return
-    if report.when == "call" and report.failed:
-        _attach_forensics(item, report)
+    if report.failed and report.when in ("setup", "call"):
+        built = getattr(call.excinfo.value, "proxysuite_jig", None) if call.excinfo is not None else None
+        if built is not None:
+            _attach_build_forensics(item, report, built)
+        elif report.when == "call":
+            _attach_forensics(item, report)
     final = (report.when == "call") or (report.when == "setup" and not report.passed)
     if not final:
         return
@@ -198,21 +202,40 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     mx.append_part(s["reports_dir"] / "matrix", s["run_id"], record)
 
 
+def _attach_build_forensics(item: pytest.Item, report, jig) -> None:
+    """Forensics for a scenario whose build failed (see :func:`~proxysuite.conformance.scenario.build_scenario`)."""
+    done = getattr(jig, "forensics_folder", None)
+    if done is not None:
+        # A module-scoped scenario re-raises its one failure for every test of the module.
+        report.sections.append(("forensics", f"the scenario build failed; its forensics were collected once, in {done}"))
+        return
+    forensics = item.stash.get(_forensics_key, None) or Forensics(
+        jig.cluster, jig.core.api_client, item.nodeid, _settings(item.config)["reports_dir"])
+    forensics.watch(jig, whole=True)
+    jig.forensics_folder = _attach(forensics, report)
+
+
 def _attach_forensics(item: pytest.Item, report) -> None:
     forensics = item.stash.get(_forensics_key, None)
     if forensics is None or not forensics.jigs:
         return
+    _attach(forensics, report)
+
+
+def _attach(forensics: Forensics, report) -> Path | None:
+    """Collect, write and add the report sections; the folder written, or None if collection failed."""
     try:
         sections = forensics.collect()
         folder = forensics.write(sections)
     except Exception as exc:  # noqa: BLE001 - forensics must never hide the real failure
         report.sections.append(("forensics", f"forensics collection failed: {type(exc).__name__}: {exc}"))
-        return
+        return None
     for name, text in sections.items():
         if len(text) > SECTION_LIMIT:
             text = text[:SECTION_LIMIT] + f"\n... truncated; full text in {folder}"
         report.sections.append((f"forensics: {name}", text))
     report.sections.append(("forensics", f"written to {folder}"))
+    return folder
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

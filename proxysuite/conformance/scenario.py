@@ -57,34 +57,40 @@ def build_scenario(cluster, k8s, run_id: str, namespace: str, *, backends: dict[
                    clients: bool = True, host_clients: bool = True, grace: int = 2, delay_shutdown: int = 0,
                    barrier: bool = True) -> Scenario:
     jig = ServiceJig(cluster, k8s, namespace, run_id)
-    if backends:
-        jig.backends(fold(jig, backends), grace=grace, delay_shutdown=delay_shutdown)
-    if unready:
-        jig.backends(fold(jig, unready), ready=False, grace=grace)
-    sc = Scenario(jig)
-    for name, spec in (services or {}).items():
-        sc.services[name] = jig.service(name, spec.type, spec.ports, spec.selector, spec.tweak)
-        sc.default = sc.default or name
-    wanted = [(n, False) for n in jig.node_names] if clients else []
-    if host_clients:
-        wanted += [(n, True) for n in jig.node_names]
-    jig.ensure_clients(wanted)
-    if jig.groups:
-        jig.wait_pods()
-    n_ready = sum(g["replicas"] for g in jig.groups.values() if g["ready"])
-    for name, spec in (services or {}).items():
-        if spec.type == "ExternalName":
-            continue
-        want = spec.endpoints if spec.endpoints is not None else (n_ready if spec.selector is None else None)
-        if want is not None:
-            jig.wait_endpoints(name, ready=want)
-        if spec.type == "LoadBalancer" and cluster.features().load_balancer:
-            jig.wait_lb(name)
-    for name in sc.services:
-        sc.services[name] = jig.get_service(name)
-    if barrier and n_ready and clients:
-        jig.barrier()
-    return sc
+    try:
+        if backends:
+            jig.backends(fold(jig, backends), grace=grace, delay_shutdown=delay_shutdown)
+        if unready:
+            jig.backends(fold(jig, unready), ready=False, grace=grace)
+        sc = Scenario(jig)
+        for name, spec in (services or {}).items():
+            sc.services[name] = jig.service(name, spec.type, spec.ports, spec.selector, spec.tweak)
+            sc.default = sc.default or name
+        wanted = [(n, False) for n in jig.node_names] if clients else []
+        if host_clients:
+            wanted += [(n, True) for n in jig.node_names]
+        jig.ensure_clients(wanted)
+        if jig.groups:
+            jig.wait_pods()
+        n_ready = sum(g["replicas"] for g in jig.groups.values() if g["ready"])
+        for name, spec in (services or {}).items():
+            if spec.type == "ExternalName":
+                continue
+            want = spec.endpoints if spec.endpoints is not None else (n_ready if spec.selector is None else None)
+            if want is not None:
+                jig.wait_endpoints(name, ready=want)
+            if spec.type == "LoadBalancer" and cluster.features().load_balancer:
+                jig.wait_lb(name)
+        for name in sc.services:
+            sc.services[name] = jig.get_service(name)
+        if barrier and n_ready and clients:
+            jig.barrier()
+        return sc
+    except Exception as exc:
+        # No check has run yet, so no harness holds this jig: hand it to the conformance plugin with the
+        # error, so a failed build (pods not ready, no endpoints, a rejected Service) gets forensics too.
+        exc.proxysuite_jig = jig
+        raise
 
 
 FALLBACK_EXTERNAL_IP_CIDR = "203.0.113.0/24"
