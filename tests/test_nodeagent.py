@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,19 @@ class Sink:
                 return self.last
             time.sleep(0.1)
         raise AssertionError(f"pod status did not reach '{what}' within {timeout:g}s; last status: {json.dumps(self.last, indent=1)}")
+
+
+@contextmanager
+def running(pod: dict, node: rt.NodeEnv):
+    """A started PodWorker and its status sink; the pod is killed at the end, whatever happened."""
+    sink = Sink()
+    w = rt.PodWorker(pod, node, sink, sink.on_finished)
+    w.start()
+    try:
+        yield w, sink
+    finally:
+        w.kill_now()
+        w.join(10)
 
 
 def cond(status: dict, ctype: str) -> str | None:
@@ -299,10 +313,7 @@ def test_sigkill_after_grace(node):
 def test_liveness_failure_restarts_container(node):
     pod = make_pod("flaky", [netexec(livenessProbe={"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 1},
                                      terminationGracePeriodSeconds=1)])
-    sink = Sink()
-    w = rt.PodWorker(pod, node, sink, sink.on_finished)
-    w.start()
-    try:
+    with running(pod, node) as (_, sink):
         st = sink.wait("restarted once", lambda s: s["containerStatuses"][0]["restartCount"] >= 1, timeout=15)
         cs = st["containerStatuses"][0]
         assert cs["lastState"]["terminated"]["exitCode"] in (137, 143, 2)
@@ -311,42 +322,27 @@ def test_liveness_failure_restarts_container(node):
         st = sink.wait("CrashLoopBackOff", lambda s: s["containerStatuses"][0]["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff")
         assert "back-off 10s" in st["containerStatuses"][0]["state"]["waiting"]["message"]
         assert st["phase"] == "Running", "an Always pod in back-off is still Running (kubelet getPhase)"
-    finally:
-        w.kill_now()
-        w.join(10)
 
 
 def test_startup_probe_gates_started_and_readiness(node):
     pod = make_pod("slow-start", [netexec(
         startupProbe={"httpGet": {"path": "/healthz", "port": 8080}, "initialDelaySeconds": 2, "periodSeconds": 1},
         readinessProbe={"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1})])
-    sink = Sink()
-    w = rt.PodWorker(pod, node, sink, sink.on_finished)
-    w.start()
-    try:
+    with running(pod, node) as (_, sink):
         st = sink.wait("running", lambda s: "running" in s["containerStatuses"][0]["state"])
         assert not st["containerStatuses"][0]["started"] and not st["containerStatuses"][0]["ready"]
         t0 = time.monotonic()
         sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
         assert time.monotonic() - t0 >= 1.0, "readiness must wait for the startup probe (initialDelaySeconds 2)"
         assert sink.last["containerStatuses"][0]["started"]
-    finally:
-        w.kill_now()
-        w.join(10)
 
 
 def test_failing_startup_probe_restarts_container(node):
     pod = make_pod("never-starts", [netexec(startupProbe={"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 2},
                                             terminationGracePeriodSeconds=1)])
-    sink = Sink()
-    w = rt.PodWorker(pod, node, sink, sink.on_finished)
-    w.start()
-    try:
+    with running(pod, node) as (_, sink):
         st = sink.wait("restarted by the startup probe", lambda s: s["containerStatuses"][0]["restartCount"] >= 1, timeout=15)
         assert not any(s["containerStatuses"][0]["ready"] for s in map(rt.strip_nulls, sink.statuses))
-    finally:
-        w.kill_now()
-        w.join(10)
 
 
 def test_https_probe_skips_verification(node, tmp_path):
@@ -359,14 +355,8 @@ def test_https_probe_skips_verification(node, tmp_path):
                     "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
     pod = make_pod("tls", [netexec("app", f"--tls-cert-file={crt}", f"--tls-private-key-file={key}",
                                    readinessProbe={"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTPS"}, "periodSeconds": 1})])
-    sink = Sink()
-    w = rt.PodWorker(pod, node, sink, sink.on_finished)
-    w.start()
-    try:
+    with running(pod, node) as (_, sink):
         sink.wait("Ready over HTTPS", lambda s: cond(s, "Ready") == "True")
-    finally:
-        w.kill_now()
-        w.join(10)
 
 
 def test_exec_probe_runs_in_the_container(node):
@@ -374,14 +364,8 @@ def test_exec_probe_runs_in_the_container(node):
     probe = {"exec": {"command": ["sh", "-c", "test \"$(hostname)\" = exec-pod && ip -4 -o addr show eth0 | grep -q 10.251.7."]},
              "periodSeconds": 1}
     pod = make_pod("exec-pod", [{"name": "c", "image": "pause", "readinessProbe": probe}])
-    sink = Sink()
-    w = rt.PodWorker(pod, node, sink, sink.on_finished)
-    w.start()
-    try:
+    with running(pod, node) as (_, sink):
         sink.wait("Ready via exec probe", lambda s: cond(s, "Ready") == "True")
-    finally:
-        w.kill_now()
-        w.join(10)
 
 
 def test_never_pod_completes_and_releases_sandbox(node):
@@ -414,31 +398,19 @@ def test_on_failure_restarts_until_success(node):
 
 def test_readiness_gate_holds_ready(node):
     pod = make_pod("gated", [{"name": "c", "image": "pause"}], readinessGates=[{"conditionType": "example.com/lb-ready"}])
-    sink = Sink()
-    w = rt.PodWorker(pod, node, sink, sink.on_finished)
-    w.start()
-    try:
+    with running(pod, node) as (w, sink):
         st = sink.wait("ContainersReady", lambda s: cond(s, "ContainersReady") == "True")
         assert cond(st, "Ready") == "False" and next(c for c in st["conditions"] if c["type"] == "Ready")["reason"] == "ReadinessGatesNotReady"
         gate = {"type": "example.com/lb-ready", "status": "True", "lastTransitionTime": rt.now_rfc3339()}
         w.update({**pod, "status": {"conditions": pod["status"]["conditions"] + [gate]}})
         sink.wait("Ready once the gate is True", lambda s: cond(s, "Ready") == "True")
-    finally:
-        w.kill_now()
-        w.join(10)
 
 
 def test_unknown_image_waits_with_reason(node):
     pod = make_pod("web", [{"name": "nginx", "image": "nginx:1.27"}])
-    sink = Sink()
-    w = rt.PodWorker(pod, node, sink, sink.on_finished)
-    w.start()
-    try:
+    with running(pod, node) as (_, sink):
         st = sink.wait("waiting", lambda s: s["containerStatuses"][0]["state"].get("waiting", {}).get("reason") == rt.CANNOT_RUN_REASON)
         assert st["phase"] == "Pending" and "nginx:1.27" in st["containerStatuses"][0]["state"]["waiting"]["message"]
-    finally:
-        w.kill_now()
-        w.join(10)
     assert sink.finished == [True]
 
 
@@ -446,19 +418,13 @@ def test_init_containers_and_env(node):
     pod = make_pod("with-init", [netexec(env=[{"name": "A", "value": "1"},
                                               {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}])],
                    initContainers=[{"name": "init", "image": "busybox", "command": ["sh", "-c", "sleep 0.5"]}])
-    sink = Sink()
-    w = rt.PodWorker(pod, node, sink, sink.on_finished)
-    w.start()
-    try:
+    with running(pod, node) as (w, sink):
         st = sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
         assert st["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
         assert cond(st, "Initialized") == "True"
         pid = w.containers[0].proc.pid
         env = dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in e)
         assert env["A"] == "1" and env["MY_IP"] == st["podIP"] and env["PROXYSUITE_RUN_ID"] == node.run_id
-    finally:
-        w.kill_now()
-        w.join(10)
 
 
 def test_sidecar_starts_before_app_counts_for_ready_and_stops_last(node, tmp_path):
@@ -505,16 +471,10 @@ def test_deleted_pod_stops_app_before_sidecar(node):
 
 def test_host_network_pod(node):
     pod = make_pod("hostnet", [netexec("app", readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1})], hostNetwork=True)
-    sink = Sink()
-    w = rt.PodWorker(pod, node, sink, sink.on_finished)
-    w.start()
-    try:
+    with running(pod, node) as (_, sink):
         st = sink.wait("Ready", lambda s: cond(s, "Ready") == "True")
         assert st["podIP"] == NODE_IP
         assert http_from_node(node, NODE_IP, 8080, "/hostname") == "node-t", "a hostNetwork pod has the node's hostname"
-    finally:
-        w.kill_now()
-        w.join(10)
     assert rt.netns_exists(node.node_netns), "tearing down a hostNetwork pod must leave the node netns alone"
 
 
