@@ -197,3 +197,25 @@ def test_every_catalogue_row_declares_every_mode():
     for row in rows:
         for mode in MODES:
             assert row.expectation_for(mode) is not None, (row, mode)
+
+
+# --- the plugin: a check must judge something ------------------------------------------------------
+pytest_plugins = ["pytester"]
+
+
+def test_a_check_that_judges_nothing_fails(pytester):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.proxysuite_check(capability="routing", name="judges-nothing")
+        def test_nothing():
+            pass
+    """)
+    reports = pytester.path / "reports"
+    result = pytester.runpytest("-p", "no:cacheprovider", "--reports-dir", str(reports))
+    result.assert_outcomes(failed=1)
+    assert "finished without a verdict" in result.stdout.str()
+    import json
+
+    cell = json.loads((reports / "matrix" / "matrix-iptables.json").read_text())["checks"]["judges-nothing"]["modes"]["iptables"]
+    assert cell["result"] == "fail"
