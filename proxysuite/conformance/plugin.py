@@ -177,7 +177,9 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     result = _result(report, rec, call)
     reason = _skip_reason(report) if report.skipped else ""
     if result in (vd.FAIL, vd.ERROR):
-        reason = (report.longreprtext or "").strip().splitlines()[-1][:300] if report.longreprtext else ""
+        # The exception's own line says what went wrong; the report's last line is often just its location.
+        text = call.excinfo.exconly() if call.excinfo is not None else (report.longreprtext or "")
+        reason = text.strip().splitlines()[0][:300] if text.strip() else ""
     s = _settings(item.config)
     params = getattr(item, "callspec", None)
     check_id = marker.kwargs.get("name", item.originalname) + (f"[{params.id}]" if params else "")
