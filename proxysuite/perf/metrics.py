@@ -94,8 +94,8 @@ def scrape(cluster, node: str, port: int = 10249, path: str = "/metrics") -> Scr
     status, body = cluster.proxy_http(node, port, path)
     if status != 200:
         raise RuntimeError(f"metrics endpoint on node {node} port {port}{path} answered HTTP {status}: {body[:200]!r}")
-    children = cluster.proxy_children_cpu_seconds(node)
-    if children is not None:
+    if cluster.features().proxy_children_cpu:
+        children = cluster.proxy_children_cpu_seconds(node)
         # Appended in exposition format, so a kept scrape re-analyses to the same figures.
         body = body.rstrip("\n") + f"\n# TYPE {CHILD_CPU} counter\n{CHILD_CPU}_total {children}\n"
     return parse(body, at=at)

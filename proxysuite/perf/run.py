@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = SuiteConfig.from_mapping({o.name: getattr(a, o.name.replace("-", "_")) for o in OPTIONS})
     sigterm_as_interrupt()
-    provider = get_provider(cfg)
+    provider = get_provider(cfg.provider)
     # Like a pytest session: a cluster this run creates is owned by it (the janitor removes it if this
     # process dies) and brought down at the end unless --keep-cluster; a running one is reused and left.
     cluster = provider.up(cfg, progress=_progress, owner_pid=None if cfg.keep_cluster else os.getpid())
