@@ -31,7 +31,7 @@ def new_run_id() -> str:
 
 
 def _slug(text: str, limit: int = 30) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:limit].strip("-")
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
 
 
 def namespace_name(run_id: str, label: str, unique: str = "") -> str:
