@@ -95,7 +95,9 @@ class Features:
     load_generation: bool = False
     """:meth:`Cluster.load_netns`: a load generator on this machine can send as a client pod (the perf load phase)."""
     cluster_dns: bool = False
+    """Pods resolve Service names (a cluster DNS serves ``kube-system/kube-dns``)."""
     udp: bool = True
+    """UDP Services can be probed."""
     reasons: dict[str, str] = field(default_factory=dict)
     """Why a feature is missing, keyed by feature name."""
 
