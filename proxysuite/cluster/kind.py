@@ -552,7 +552,6 @@ def status(config: SuiteConfig) -> dict:
     return out
 
 
-
 class KindProvider(Provider):
     name = "kind"
     description = "Kubernetes in Docker: real nodes as containers, every proxy mode (needs a Docker engine)"
@@ -579,9 +578,10 @@ class KindProvider(Provider):
         docker_engine_version()
         out = []
         for name in existing_clusters():
-            record = _read_record(SuiteConfig(provider="kind", cluster_name=name)) or {}
+            cfg = SuiteConfig(provider="kind", cluster_name=name)
+            record = _read_record(cfg) or {}
             running = run_tool(["docker", "ps", "-q", "--filter", f"label=io.x-k8s.kind.cluster={name}"], check=False).stdout.split()
-            sd = default_state_root() / "kind" / name
+            sd = state_dir(cfg)
             out.append(ClusterEntry(provider="kind", name=name, mode=record.get("mode"), alive=bool(running),
                                     kubeconfig=str(sd / "kubeconfig") if (sd / "kubeconfig").exists() else None,
                                     note="" if record else "not made by proxysuite (mode detected on reuse)"))
