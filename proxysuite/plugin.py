@@ -121,6 +121,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     suite_config_of(session.config)
 
 
+# The one convention for "not available" (a Features reason, a mode a provider cannot run) is a skip with the
+# reason, wherever Unsupported is raised: a fixture, the test body or a helper they call.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    try:
+        return (yield)
+    except Unsupported as exc:
+        pytest.skip(exc.what)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    try:
+        return (yield)
+    except Unsupported as exc:
+        pytest.skip(exc.what)
+
+
 @pytest.fixture(scope="session")
 def suite_config(pytestconfig: pytest.Config) -> SuiteConfig:
     return suite_config_of(pytestconfig)

@@ -221,3 +221,22 @@ def test_every_cli_flag_has_help():
         for action in sub._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"proxysuite {name} {action.option_strings[0]} has no help"
+
+
+def test_unsupported_anywhere_in_a_test_is_a_skip_with_the_reason(tmp_path):
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n"
+        "from proxysuite.errors import Unsupported\n"
+        "@pytest.fixture\n"
+        "def needs_lb():\n"
+        "    raise Unsupported('no LoadBalancer here', 'use kind')\n"
+        "def test_fixture(needs_lb):\n"
+        "    pass\n"
+        "def test_body():\n"
+        "    raise Unsupported('no external client', 'use local')\n"
+        "def test_plain_failure():\n"
+        "    assert False\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(tmp_path)], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "1 failed, 2 skipped" in proc.stdout, proc.stdout
+    assert "no LoadBalancer here" in proc.stdout and "no external client" in proc.stdout
