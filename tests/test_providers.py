@@ -169,8 +169,13 @@ def test_version_names_the_pins_and_python():
 
 
 def test_cluster_list_reads_local_state_and_kind(tmp_path, stand_ins):
-    from proxysuite.cluster.local.state import ClusterState  # noqa: F401 - the format the list reads
+    from proxysuite.cluster.local.state import new_state
 
+    # A local cluster whose owning session is gone (a PID that cannot exist) and one kept on purpose.
+    crashed = new_state(SuiteConfig(cluster_name="ps-crashed", mode="nftables", run_id="c0ffee"))
+    crashed.owner_pid = 2**22 + 1
+    crashed.save()
+    new_state(SuiteConfig(cluster_name="ps-kept", run_id="beef00")).save()
     stand_ins([{"tool": "docker", "match": ["info"], "stdout": "28.2.2\n"},
                {"tool": "kind", "match": ["get", "clusters"], "stdout": "ps-a\nother\n"},
                {"tool": "docker", "match": ["ps", "label=io.x-k8s.kind.cluster=ps-a"], "stdout": "c0ffee\n"}])
@@ -182,6 +187,10 @@ def test_cluster_list_reads_local_state_and_kind(tmp_path, stand_ins):
     assert kind["ps-a"]["mode"] == "nftables" and kind["ps-a"]["alive"] is True
     assert kind["other"]["mode"] is None and kind["other"]["alive"] is False and "not made by proxysuite" in kind["other"]["note"]
     assert "owns no cluster" in doc["not_listed"]["existing"]
+    local = {c["name"]: c for c in doc["clusters"] if c["provider"] == "local"}
+    assert local["ps-crashed"]["mode"] == "nftables" and local["ps-crashed"]["run_id"] == "c0ffee"
+    assert local["ps-crashed"]["alive"] is False and local["ps-crashed"]["owner_alive"] is False
+    assert local["ps-kept"]["owner_pid"] is None and "kept on purpose" in local["ps-kept"]["note"]
     proc = run_cli("cluster", "list", env={"PATH": os.environ["PATH"]})
     assert proc.returncode == 0 and proc.stdout.splitlines()[0].split() == ["PROVIDER", "NAME", "MODE", "ALIVE", "OWNER", "NOTE"]
     assert any(line.startswith("kind") and "ps-a" in line and "nftables" in line for line in proc.stdout.splitlines())
