@@ -40,7 +40,9 @@ class Datapath:
     dump: tuple[str, ...] = ()
     """Prints the rules the proxy programmed (forensics, ``Cluster.proxy_rules``)."""
     flush: tuple[str, ...] = ()
-    """Removes the proxy's rules behind its back (the disruptive ``rules-flushed`` check)."""
+    """Removes the proxy's rules behind its back (the disruptive ``rules-flushed`` check), then prints how many of
+    its rules (iptables) or tables (nftables) are left, in the same shell, so the evidence that the flush happened
+    is taken before the proxy can restore anything. A flush that fails makes the command fail."""
     size: tuple[str, ...] = ()
     """Prints the proxy's own ruleset, one rule a line; its line count is the perf sweep's ruleset size."""
     metrics_port: int = KUBE_PROXY_METRICS_PORT
@@ -72,12 +74,13 @@ MODES: dict[str, Mode] = {
     for m in (
         Mode("iptables", "kube-proxy", "kube-proxy --proxy-mode=iptables (the Linux default)", Datapath(
             dump=("iptables-save",),
-            flush=("sh", "-c", "iptables-save | grep -v KUBE | iptables-restore"),
+            flush=("sh", "-c", "iptables-save | grep -v KUBE | iptables-restore && { iptables-save | grep -c '^-A KUBE-'; true; }"),
             size=("iptables-save",),
             sync_metrics=KUBE_PROXY_SYNC_METRICS, mode_metrics=("kubeproxy_sync_proxy_rules_iptables_total",))),
         Mode("nftables", "kube-proxy", "kube-proxy --proxy-mode=nftables (GA since 1.33)", Datapath(
             dump=("nft", "list", "ruleset"),
-            flush=("sh", "-c", "nft delete table ip kube-proxy; nft delete table ip6 kube-proxy; true"),
+            flush=("sh", "-c", "nft delete table ip kube-proxy && { nft delete table ip6 kube-proxy 2>/dev/null; true; } "
+                               "&& { nft list tables | grep -c kube-proxy; true; }"),
             size=("nft", "list", "table", "ip", "kube-proxy"),
             sync_metrics=KUBE_PROXY_SYNC_METRICS)),
         Mode("ipvs", "kube-proxy", "kube-proxy --proxy-mode=ipvs (deprecated since 1.35; needs CONFIG_IP_VS)", Datapath(

@@ -98,6 +98,9 @@ class Features:
     """Pods resolve Service names (a cluster DNS serves ``kube-system/kube-dns``)."""
     udp: bool = True
     """UDP Services can be probed."""
+    proxy_health_endpoints: bool = True
+    """The proxy serves kube-proxy's /healthz, /livez (``Datapath.healthz_port``) and /metrics, /proxyMode
+    (``Datapath.metrics_port``)."""
     reasons: dict[str, str] = field(default_factory=dict)
     """Why a feature is missing, keyed by feature name."""
 
@@ -183,7 +186,9 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
         """GET an endpoint on a node from the node itself: the proxy's (see ``Mode.datapath`` for its ports) on
-        loopback, or ``host`` = the node IP for healthCheckNodePorts (nftables serves those only there)."""
+        loopback, or ``host`` = the node IP for healthCheckNodePorts (nftables serves those only there).
+
+        Any HTTP status is returned; :class:`~proxysuite.errors.ProbeError` when nothing answers."""
 
     @abc.abstractmethod
     def proxy_logs(self, node: str, tail: int = 200) -> str:
