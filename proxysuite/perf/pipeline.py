@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..modes import get_mode
 from . import latency, metrics
 from .frames import RunRecorder, collect_metadata
 from .load import LoadSpec, run_load
@@ -152,8 +151,8 @@ def _one_scale(cluster, k8s, namespace, node, client, fleet, scrape, backend_ips
     m1 = scrape()
     lines = _ruleset_lines(cluster, node)
     if lines is not None:
-        datapath = get_mode(cluster.mode).datapath
-        rec.add("datapath.ruleset_lines", lines, "lines", scale=scale, source=datapath.describe(datapath.size))
+        rec.add("datapath.ruleset_lines", lines, "lines", scale=scale,
+                source="iptables-save" if cluster.mode == "iptables" else "nft list table ip kube-proxy")
     rec.add_rows(metrics.summarize(metrics.Delta(m0, m1)), scale=scale, phase="create")
     _keep_scrapes(rec, reports_dir, scale, "create", m0, m1)
 
@@ -260,10 +259,9 @@ def _record_fp(rec, scale, fp, positions, chain_len, stable=True):
 
 
 def _ruleset_lines(cluster, node):
-    """Size of what the proxy programmed, in lines of its own dump (None where the mode has no size command
-    or there is no node exec)."""
-    argv = list(get_mode(cluster.mode).datapath.size)
-    if not argv:
+    """Size of what the proxy programmed, in lines of its own dump (None where there is no node exec)."""
+    argv = {"iptables": ["iptables-save"], "nftables": ["nft", "list", "table", "ip", "kube-proxy"]}.get(cluster.mode)
+    if argv is None:
         return None
     try:
         return len(cluster.node_exec(node, argv, timeout=300).splitlines())
