@@ -49,12 +49,11 @@ SECTION_LIMIT = 6000
 
 
 def _settings(config: pytest.Config) -> dict:
-    """provider, mode, run_id, reports_dir as the core plugin sees them (CLI, then ini, then defaults)."""
-    from .. import plugin as core
+    """provider, mode, run_id, reports_dir of this session (the core plugin's one SuiteConfig)."""
+    from ..plugin import suite_config_of
 
-    values = core._option_values(config)
-    return {"provider": values["provider"], "mode": values["mode"], "run_id": core._run_id(config),
-            "reports_dir": Path(values["reports-dir"])}
+    cfg = suite_config_of(config)
+    return {"provider": cfg.provider, "mode": cfg.mode, "run_id": cfg.run_id, "reports_dir": Path(cfg.reports_dir)}
 
 
 def pytest_configure(config: pytest.Config) -> None:
