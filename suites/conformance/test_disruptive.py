@@ -23,16 +23,8 @@ import pytest
 from proxysuite import waits
 from proxysuite.conformance import EXPECTED, REACH, Row, check
 from proxysuite.conformance.scenario import ServiceSpec, build_scenario
+from proxysuite.modes import get_mode
 
-FLUSH = {
-    # Each command flushes, then prints what is left of the proxy's rules, in the same shell, so the
-    # evidence that the flush happened is taken before the proxy can restore anything.
-    "iptables": ["sh", "-c", "iptables-save | grep -v KUBE | iptables-restore && { iptables-save | grep -c '^-A KUBE-'; true; }"],
-    "nftables": ["sh", "-c", "nft delete table ip kube-proxy && { nft delete table ip6 kube-proxy 2>/dev/null; true; } "
-                             "&& { nft list tables | grep -c kube-proxy; true; }"],
-}
-"""Flush command per mode; its output is the number of the proxy's rules (iptables) or tables (nftables)
-left right after the flush. A flush that fails makes the command fail (no trailing ``; true``)."""
 NO_FLUSH = {
     "ipvs": "no flush is defined for ipvs: a faithful one would clear the IPVS table (ipvsadm -C) and the KUBE-* "
             "iptables chains, which the ipvs proxier restores on its next sync (pkg/proxy/ipvs/proxier.go); not written yet",
@@ -73,7 +65,7 @@ def test_proxy_restart(cluster, k8s, suite_config, namespace, conformance):
     cluster.restart_proxy(node)
     jig.log("write", f"restarted the proxy on {node}")
     if cluster.features().proxy_health_endpoints:
-        waits.wait_until(waits.PROXY_RECOVERY, lambda: cluster.proxy_http(node, 10256, "/healthz")[0] == 200,
+        waits.wait_until(waits.PROXY_RECOVERY, lambda: cluster.proxy_http(node, get_mode(cluster.mode).datapath.healthz_port, "/healthz")[0] == 200,
                          what=f"proxy on {node} healthy after restart")
     healthy = time.monotonic() - t0
     conformance.run_row(jig, row, sc.svc("before"))
@@ -94,7 +86,8 @@ def test_rules_flushed(cluster, k8s, suite_config, namespace, conformance):
     back 0.5 s after one. How recovery happened goes into the matrix notes.
     """
     _require(cluster, "node_exec")
-    if cluster.mode not in FLUSH:
+    flush = get_mode(cluster.mode).datapath.flush
+    if not flush:
         pytest.skip(NO_FLUSH.get(cluster.mode, f"flushing rules is defined for kube-proxy iptables/nftables, not {cluster.mode}"))
     sc = _scenario(cluster, k8s, suite_config, namespace)
     jig = sc.jig
@@ -108,14 +101,16 @@ def test_rules_flushed(cluster, k8s, suite_config, namespace, conformance):
         return jig.probe(vantage, target, count=1, timeout=1.0, label=label)[0].outcome == "ok"
 
     t0 = time.monotonic()
-    left = cluster.node_exec(node, FLUSH[cluster.mode]).strip()
-    jig.log("write", f"flushed the proxy's rules on {node}: {FLUSH[cluster.mode][2]} -> {left} left")
+    # The flush prints what is left of the proxy's rules in the same shell (see Datapath.flush).
+    left = cluster.node_exec(node, list(flush)).strip()
+    how_flushed = get_mode(cluster.mode).datapath.describe(flush)
+    jig.log("write", f"flushed the proxy's rules on {node}: {how_flushed} -> {left} left")
     broke = not answers("right after the flush")
     # Recovery means nothing unless the flush took effect: its rules were gone, or traffic broke.
     conformance.judge_value(f"{cluster.mode} rules on {node} flushed", EXPECTED,
                             "the proxy's rules gone or traffic broken right after the flush",
                             f"{left} rule lines/tables left, traffic {'broke' if broke else 'kept flowing'}",
-                            left == "0" or broke, detail=f"flush: {FLUSH[cluster.mode][2]}")
+                            left == "0" or broke, detail=f"flush: {how_flushed}")
     try:
         waits.wait_until(waits.FLUSH_NOTICED, lambda: answers("waiting, no change"), what=f"{target} answers again without any change")
         how = f"restored by itself after {time.monotonic() - t0:.1f}s"

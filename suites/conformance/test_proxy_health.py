@@ -30,15 +30,15 @@ import pytest
 
 from proxysuite.conformance import EXPECTED, check
 from proxysuite.errors import ProbeError
-from proxysuite.modes import MODES
+from proxysuite.modes import KUBE_PROXY_HEALTHZ_PORT as HEALTHZ_PORT
+from proxysuite.modes import KUBE_PROXY_METRICS_PORT as METRICS_PORT
+from proxysuite.modes import KUBE_PROXY_SYNC_METRICS, MODES, get_mode
 
-HEALTHZ_PORT = 10256
-METRICS_PORT = 10249
-SYNC_METRICS = ("kubeproxy_sync_proxy_rules_duration_seconds", "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-                "kubeproxy_network_programming_duration_seconds")
-MODE_METRICS = {"iptables": "kubeproxy_sync_proxy_rules_iptables_total"}
-"""Mode-specific metrics that exist from the start. nftables' failure counters
-(``…_nftables_sync_failures_total``) only appear after a failure in v1.37, so none is required there."""
+
+def _wanted_metrics(mode: str) -> list[str]:
+    """kube-proxy's sync metrics and the mode's own (a custom proxy that serves kube-proxy's endpoints: the sync ones)."""
+    dp = get_mode(mode).datapath
+    return list(dp.sync_metrics or KUBE_PROXY_SYNC_METRICS) + list(dp.mode_metrics)
 
 
 _CILIUM_HEALTHZ_ONLY = ("its kube-proxy replacement serves only /healthz on kubeProxyReplacementHealthzBindAddr "
@@ -112,7 +112,7 @@ def test_livez(index, cluster, conformance):
 def test_metrics(index, cluster, conformance):
     node = _node(cluster, index, "metrics")
     status, body = _get(cluster, node, METRICS_PORT, "/metrics")
-    wanted = list(SYNC_METRICS) + ([MODE_METRICS[cluster.mode]] if cluster.mode in MODE_METRICS else [])
+    wanted = _wanted_metrics(cluster.mode)
     missing = [m for m in wanted if m not in (body or "")]
     conformance.judge_value(f"{node} 127.0.0.1:{METRICS_PORT}/metrics", EXPECTED, "200 exposing " + ", ".join(wanted),
                             f"{status}" + (f", missing {missing}" if missing else ", all present"), status == 200 and not missing)

@@ -140,8 +140,9 @@ def _ranges(cidrs):
 
 @pytest.fixture(scope="module")
 def policies(cluster, k8s, suite_config, scenario_namespace):
-    ext = cluster.external_vantage()
-    allowed = [f"{ext.source_ip}/32"] if ext is not None else ["0.0.0.0/0"]
+    # Without an external client nothing is allowed by address: the "allow" range then admits everyone.
+    has_external, _ = cluster.features().require("external_client")
+    allowed = [f"{cluster.external_vantage().source_ip}/32"] if has_external else ["0.0.0.0/0"]
     return build_scenario(
         cluster, k8s, suite_config.run_id, scenario_namespace("source-ip"),
         backends={0: 2},
