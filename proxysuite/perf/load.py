@@ -43,6 +43,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from . import catalogue as C
+
 CPU_BOUND_PCT = 90.0
 """Locust warns at 90 % CPU; above it the generator's own queueing shows up as latency."""
 CPU_BOUND_FRACTION = 0.5
@@ -85,13 +87,10 @@ class LoadResult:
 
     def rows(self) -> list[dict]:
         """Summary rows for a run frame (metric, value, unit)."""
-        units = {"count": "count", "errors": "count", "error_rate": "ratio", "throughput_rps": "rps",
-                 "generator_cpu_p50_pct": "%", "generator_cpu_max_pct": "%", "generator_demand_p50_pct": "%", "generator_bound": "bool",
-                 "duration_s": "s", "generator_loop_lag_p50_us": "us"}
         out = []
         for k, v in self.summary.items():
             if isinstance(v, (int, float, bool)) and v is not None:
-                out.append(dict(metric=f"locust.{k}", value=float(v), unit=units.get(k, "us" if k.endswith("_us") else "")))
+                out.append(dict(metric=C.LOCUST.key(k), value=float(v), unit=C.LOCUST.unit_of(k)))
         return out
 
 
