@@ -75,14 +75,14 @@ class PerfOptions:
     """Service creates per scale (each adds one Service to the fleet)."""
     restart_proxy: bool = field(default=True, metadata=opt(
         "do not restart the proxy to time full syncs", flag="no-restart", negate=True))
-    load_seconds: float = field(default=10.0, metadata=opt("paced Locust run per scale, seconds (0 = no load)"))
+    load_seconds: float = field(default=10.0, metadata=opt("paced Locust run per scale, seconds; 0 = no load"))
     load_rps: float | None = field(default=500.0, metadata=opt(
         "target rps of the paced run; 0 = closed loop, as fast as Locust can", type=_rps))
     load_users: int = field(default=10, metadata=opt("Locust users of the paced run"))
     load_new_connection: bool = field(default=True, metadata=opt(
         "reuse connections in Locust runs (default: a new connection per request)", flag="load-keep-alive", negate=True))
     """Every Locust request on a new connection, so the load pays the proxy's per-connection cost."""
-    load_max_seconds: float = field(default=5.0, metadata=opt("closed-loop Locust run after the paced one, seconds (0 = skip)"))
+    load_max_seconds: float = field(default=5.0, metadata=opt("closed-loop Locust run after the paced one, seconds; 0 = skip"))
     """Closed-loop run after the paced one (0 = skip): the throughput ceiling, usually the generator's."""
     load_max_users: int = field(default=50, metadata=opt("Locust users of the closed-loop run"))
     teardown: bool = field(default=True, metadata=opt(
@@ -102,10 +102,7 @@ class Option:
     default: Any
     type: Callable[[str], Any] | None
     negate: bool
-
-    @property
-    def dest(self) -> str:
-        return self.field
+    metavar: str
 
 
 def options() -> list[Option]:
@@ -117,7 +114,8 @@ def options() -> list[Option]:
         shown = m["shown_default"] or (None if m["negate"] else str(f.default))
         help_ = m["help"] + (f" (default {shown})" if shown is not None else "")
         typ = m["type"] or (None if m["negate"] else type(f.default))
-        out.append(Option(f.name, m["flag"] or f.name.replace("_", "-"), help_, f.default, typ, m["negate"]))
+        metavar = "LIST" if f.name == "scales" else {int: "N", float: "X"}.get(type(f.default), "X")
+        out.append(Option(f.name, m["flag"] or f.name.replace("_", "-"), help_, f.default, typ, m["negate"], metavar))
     return out
 
 
@@ -136,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser | Any, prefix: str = "", env_d
         default = o.default
         if o.field == "scales" and env_defaults and os.environ.get(SCALES_ENV):
             default = os.environ[SCALES_ENV]  # parsed by from_values, where a bad value is a usage error
-        add(flag, type=o.type, default=default, dest=f"perf_{o.field}",
+        add(flag, type=o.type, default=default, dest=f"perf_{o.field}", metavar=o.metavar,
             help=o.help + (f"; env {SCALES_ENV}" if o.field == "scales" and env_defaults else ""))
 
 
