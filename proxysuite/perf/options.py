@@ -20,7 +20,8 @@ import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 DEFAULT_SCALES = (100, 1000, 5000, 10000)
 SCALES_ENV = "PROXYSUITE_PERF_SCALES"
@@ -119,7 +120,7 @@ def options() -> list[Option]:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser | Any, prefix: str = "", env_defaults: bool = False) -> None:
+def add_arguments(parser: Any, prefix: str = "", env_defaults: bool = False) -> None:
     """Add every option to an argparse parser (or a pytest option group: same ``add_argument``/``addoption`` shape).
 
     :param prefix: put before each flag's name (``perf-`` for pytest, whose options share one namespace).
@@ -146,7 +147,7 @@ def add_pytest_options(group) -> None:
 def from_values(values: dict[str, Any] | Callable[[str], Any]) -> PerfOptions:
     """Options from parsed values: ``vars(argparse_namespace)`` or pytest's ``config.getoption``."""
     get = values.get if isinstance(values, dict) else values
-    kw = {}
+    kw: dict[str, Any] = {}
     for o in options():
         if o.negate:
             kw[o.field] = not get(f"perf_{o.field}_off")

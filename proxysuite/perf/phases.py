@@ -31,7 +31,8 @@ import gzip
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from .load import LoadSpec, run_load
 from .options import PerfOptions
 from .scale import BACKEND_PORT, FleetService, ServiceFleet
 
+if TYPE_CHECKING:
+    from ..cluster.base import Cluster
+
 RULESET_DUMP = {"iptables": ["iptables-save"], "nftables": ["nft", "list", "table", "ip", "kube-proxy"]}
 """How to read each mode's programmed ruleset on a node (its size is the ``resources`` phase)."""
 
@@ -50,7 +54,7 @@ RULESET_DUMP = {"iptables": ["iptables-save"], "nftables": ["nft", "list", "tabl
 class SweepContext:
     """Everything a phase reads or writes: the cluster, the fleet, the options and the run's recorder."""
 
-    cluster: object
+    cluster: Cluster
     k8s: object
     namespace: str
     node: str
@@ -326,8 +330,8 @@ def pick_targets(fleet: ServiceFleet, order: list[str]):
         return ({lab: (names[n].cluster_ip, 80) for lab, (i, n) in zip(labels, picks)},
                 {lab: i for lab, (i, n) in zip(labels, picks)})
     svcs = fleet.services
-    picks = [svcs[0], svcs[1], svcs[len(svcs) // 2], svcs[-2], svcs[-1]]
-    return {lab: (s.cluster_ip, 80) for lab, s in zip(labels, picks)}, {}
+    chosen = [svcs[0], svcs[1], svcs[len(svcs) // 2], svcs[-2], svcs[-1]]
+    return {lab: (s.cluster_ip, 80) for lab, s in zip(labels, chosen)}, {}
 
 
 def wait_full_sync(cluster, node, since, progress, timeout=900) -> metrics.Scrape:

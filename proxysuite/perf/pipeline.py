@@ -12,7 +12,7 @@ All objects live in one namespace (the ``namespace`` fixture) and are labelled w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import catalogue as C
 from . import latency
@@ -79,7 +79,7 @@ class Sweep:
 
     def measure(self, scale: int) -> None:
         """Grow to ``scale`` and run every phase that applies here; record why the others do not."""
-        if self.fleet is None or self.ctx is None:
+        if self.fleet is None or self.ctx is None or self.rec is None:
             raise RuntimeError("Sweep.measure() before start()")
         if self.fleet.services and scale < len(self.fleet.services):
             raise ValueError(f"scale {scale} is below the {len(self.fleet.services)} Services already created; sweep upwards")
@@ -102,8 +102,9 @@ class Sweep:
                     self._told.add((phase.name, why))
                     _say(self.progress, f"{phase.name}: skipped: {why}")
 
-    def finish(self) -> RunRecorder:
-        if self.fleet is not None and self.fleet.services and self.opts.teardown:
+    def finish(self) -> RunRecorder | None:
+        """Tear the fleet down (timed); the recorder, or None if ``start`` never got as far as making one."""
+        if self.rec is not None and self.fleet is not None and self.fleet.services and self.opts.teardown:
             top = len(self.fleet.services)
             t = self.fleet.teardown()
             self.rec.record(C.TEARDOWN_FIG, "seconds", t["seconds"], scale=top, phase=C.TEARDOWN)
@@ -120,4 +121,5 @@ def run_sweep(cluster, k8s, namespace: str, run_id: str, opts: PerfOptions, repo
             sw.measure(scale)
     finally:
         rec = sw.finish()
+    assert rec is not None  # start() succeeded, or its exception is on its way up
     return rec
