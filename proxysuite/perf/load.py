@@ -38,12 +38,16 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from . import catalogue as C
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: the Locust child never needs it
 
 CPU_BOUND_PCT = 90.0
 """Locust warns at 90 % CPU; above it the generator's own queueing shows up as latency."""
@@ -75,9 +79,9 @@ class LoadSpec:
 @dataclass
 class LoadResult:
     spec: LoadSpec
-    samples: "object"
+    samples: pd.DataFrame
     """pandas DataFrame: start (epoch s), response_us, ok, step, error."""
-    cpu: "object"
+    cpu: pd.DataFrame
     """pandas DataFrame: t (s since start), cpu_pct of the Locust process, users."""
     summary: dict = field(default_factory=dict)
 

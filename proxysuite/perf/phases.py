@@ -41,7 +41,7 @@ from . import latency, metrics
 from .frames import RunRecorder
 from .load import LoadSpec, run_load
 from .options import PerfOptions
-from .scale import BACKEND_PORT, FleetService, ServiceFleet
+from .scale import BACKEND_PORT, ServiceFleet
 
 if TYPE_CHECKING:
     from ..cluster.base import Cluster
@@ -71,8 +71,6 @@ class SweepContext:
     """The scale being measured (rows are stamped with it)."""
     phase: str = ""
     """The phase running (rows are stamped with it)."""
-    newest: FleetService | None = None
-    """The last Service ``create`` added: a probe to it shows the datapath has the whole fleet."""
     state: dict = field(default_factory=dict)
     """Scratch space for phases that hand something on (none of the built-in ones do)."""
 
@@ -126,18 +124,18 @@ ALWAYS = (True, "")
 class Create:
     name = C.CREATE
 
-    def applies(self, ctx):
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
         return ALWAYS
 
-    def run(self, ctx):
+    def run(self, ctx: SweepContext) -> None:
         m0 = ctx.scrape()
         stats = ctx.fleet.scale_to(ctx.scale)
         t_written = time.time()
         if stats["created"]:
             ctx.add(C.CREATE_FIG, "seconds", stats["seconds"], created=stats["created"])
             ctx.add(C.CREATE_FIG, "rate", stats["rate"])
-        ctx.newest = ctx.fleet.services[-1]
-        seen, _, _ = latency.wait_for_state(ctx.client, ctx.newest.cluster_ip, 80, True, t_written, deadline_s=900)
+        newest = ctx.fleet.services[-1]  # once it answers, the datapath has the whole fleet
+        seen, _, _ = latency.wait_for_state(ctx.client, newest.cluster_ip, 80, True, t_written, deadline_s=900)
         latency.wait_settled(ctx.scrape, since=t_written, progress=ctx.progress)
         ctx.add(C.CREATE_FIG, "settle_seconds", seen - t_written, source="last write → newest Service answers in the datapath")
         m1 = ctx.scrape()
@@ -148,12 +146,12 @@ class Create:
 class Resources:
     name = C.RESOURCES
 
-    def applies(self, ctx):
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
         if ctx.mode not in RULESET_DUMP:
             return False, f"no ruleset dump is known for mode {ctx.mode} (perf.phases.RULESET_DUMP)"
         return ctx.cluster.features().require("node_exec")
 
-    def run(self, ctx):
+    def run(self, ctx: SweepContext) -> None:
         argv = RULESET_DUMP[ctx.mode]
         try:
             lines = len(ctx.cluster.node_exec(ctx.node, argv, timeout=300).splitlines())
@@ -165,12 +163,12 @@ class Resources:
 class Restart:
     name = C.RESTART
 
-    def applies(self, ctx):
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
         if not ctx.opts.restart_proxy:
             return False, "turned off (--no-restart)"
         return ctx.cluster.features().require("proxy_restart")
 
-    def run(self, ctx):
+    def run(self, ctx: SweepContext) -> None:
         t_restart = time.time()
         ctx.cluster.restart_proxy(ctx.node)
         fresh = wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress)
@@ -178,16 +176,16 @@ class Restart:
         empty = metrics.Scrape(at=t_restart)
         ctx.add_rows(metrics.summarize(metrics.Delta(empty, fresh)))
         ctx.keep_scrapes(empty, fresh)
-        latency.wait_for_state(ctx.client, ctx.newest.cluster_ip, 80, True, time.time(), deadline_s=300)
+        latency.wait_for_state(ctx.client, ctx.fleet.services[-1].cluster_ip, 80, True, time.time(), deadline_s=300)
 
 
 class FirstPacket:
     name = C.FIRST_PACKET_PHASE
 
-    def applies(self, ctx):
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
         return ALWAYS if ctx.opts.first_packet_rounds > 0 else (False, "turned off (--first-packet-rounds 0)")
 
-    def run(self, ctx):
+    def run(self, ctx: SweepContext) -> None:
         order, chain_len = chain_order(ctx)
         targets, positions = pick_targets(ctx.fleet, order)
         targets["pod-direct"] = (ctx.backend_ips[0], BACKEND_PORT)
@@ -202,10 +200,10 @@ class FirstPacket:
 class ProgrammingLatency:
     name = C.NPL
 
-    def applies(self, ctx):
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
         return ALWAYS if ctx.opts.npl_changes > 0 else (False, "turned off (--npl-changes 0)")
 
-    def run(self, ctx):
+    def run(self, ctx: SweepContext) -> None:
         fleet, opts = ctx.fleet, ctx.opts
         m2 = ctx.scrape()
         flips = latency.programming_latency(fleet, fleet.services[0], ctx.client, changes=opts.npl_changes, progress=ctx.progress)
@@ -252,20 +250,26 @@ def load_generation(cluster) -> tuple[bool, str]:
                    "and Locust must run inside it")
 
 
+def client_netns(ctx: SweepContext) -> str:
+    """The client pod's network namespace on this host (where ``load_generation`` said yes)."""
+    from kubernetes import client
+
+    pod = client.CoreV1Api(ctx.k8s).read_namespaced_pod("client", ctx.namespace)
+    return ctx.cluster.pod_netns(pod)  # type: ignore[attr-defined]  # the local provider's; see load_generation
+
+
 class Load:
     name = C.LOAD
 
-    def applies(self, ctx):
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
         if ctx.opts.load_seconds <= 0:
             return False, "turned off (--load-seconds 0)"
         return load_generation(ctx.cluster)
 
-    def run(self, ctx):
+    def run(self, ctx: SweepContext) -> None:
         # Paced at a fixed rate (latency under a known load), then closed loop (the most this generator gets through).
-        from kubernetes import client
-
         opts, scale = ctx.opts, ctx.scale
-        netns = ctx.cluster.pod_netns(client.CoreV1Api(ctx.k8s).read_namespaced_pod("client", ctx.namespace))
+        netns = client_netns(ctx)
         target = ctx.fleet.services[len(ctx.fleet.services) // 2]
         url = f"http://{target.cluster_ip}:80/hostname"
         allowed = [f"{target.cluster_ip}/32"] + [f"{ip}/32" for ip in ctx.backend_ips]
