@@ -240,22 +240,29 @@ class ProgrammingLatency:
 
 
 def load_generation(cluster) -> tuple[bool, str]:
-    """Can this cluster host the Locust generator inside a pod's network namespace? (ok, why not)."""
+    """Can a load generator on this machine send as the client pod? (ok, why not).
+
+    Clusters that declare it answer through ``Features.load_generation`` (with ``Cluster.load_netns``);
+    the other branch covers clusters that predate that flag, where only the local provider's
+    ``pod_netns`` gives a pod's network namespace on this host.
+    """
     feats = cluster.features()
-    if hasattr(feats, "load_generation"):  # the Features entry, where the cluster declares it
+    if hasattr(feats, "load_generation"):
         return feats.require("load_generation")
-    if callable(getattr(cluster, "pod_netns", None)):  # the local provider: pod namespaces live on this host
+    if callable(getattr(cluster, "pod_netns", None)):
         return ALWAYS
     return False, (f"the {cluster.provider} provider does not expose the client pod's network namespace on this host, "
                    "and Locust must run inside it")
 
 
 def client_netns(ctx: SweepContext) -> str:
-    """The client pod's network namespace on this host (where ``load_generation`` said yes)."""
+    """The client pod's network namespace on this host (where :func:`load_generation` said yes)."""
+    if hasattr(ctx.cluster, "load_netns"):
+        return ctx.cluster.load_netns(ctx.namespace, "client")
     from kubernetes import client
 
     pod = client.CoreV1Api(ctx.k8s).read_namespaced_pod("client", ctx.namespace)
-    return ctx.cluster.pod_netns(pod)  # type: ignore[attr-defined]  # the local provider's; see load_generation
+    return ctx.cluster.pod_netns(pod)  # type: ignore[attr-defined]  # the local provider's, see load_generation
 
 
 class Load:
