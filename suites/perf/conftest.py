@@ -8,6 +8,8 @@ Scales run in ascending order in one namespace (the fleet grows between them), s
 suite must not be split across xdist workers (``-n 0`` or ``-p no:xdist``).
 """
 
+import argparse
+
 import pytest
 
 from proxysuite.perf import options
@@ -17,12 +19,19 @@ def pytest_addoption(parser):
     options.add_pytest_options(parser.getgroup("proxysuite-perf", "proxysuite perf suite"))
 
 
+def _options(config) -> options.PerfOptions:
+    try:
+        return options.from_values(config.getoption)
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"--perf-{exc}") from None
+
+
 @pytest.fixture(scope="session")
 def perf_options(pytestconfig) -> options.PerfOptions:
-    return options.from_values(pytestconfig.getoption)
+    return _options(pytestconfig)
 
 
 def pytest_generate_tests(metafunc):
     if "scale" in metafunc.fixturenames:
-        scales = options.from_values(metafunc.config.getoption).scales
+        scales = _options(metafunc.config).scales
         metafunc.parametrize("scale", scales, ids=[f"{s}-services" for s in scales])
