@@ -21,7 +21,6 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -171,7 +170,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def k8s(cluster):
-    from kubernetes import client, config as kconfig
+    from kubernetes import config as kconfig
 
     api = kconfig.new_client_from_config(config_file=cluster.kubeconfig)
     yield api

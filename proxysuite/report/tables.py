@@ -163,7 +163,7 @@ def key_values(df: pd.DataFrame) -> pd.DataFrame:
         if k.metric == "npl":
             t = npl_table(df, k.stat)
         elif k.metric == "locust":
-            t = locust(df, k.stat, k.target)
+            t = locust(df, k.stat, k.target or "paced")
         else:
             t = pick(df, k.metric, k.stat, phase=k.phase, target=k.target)
         for scale, r in t.iterrows():
