@@ -47,11 +47,16 @@ SECTION_LIMIT = 6000
 
 
 def _settings(config: pytest.Config) -> dict:
-    """provider, mode, run_id, reports_dir as the core plugin sees them (CLI, then ini, then defaults)."""
+    """provider, mode, variant, run_id, reports_dir as the core plugin sees them (CLI, then ini, then defaults)."""
     from .. import plugin as core
 
     values = core._option_values(config)
-    return {"provider": values["provider"], "mode": values["mode"], "run_id": core._run_id(config),
+    variant = None
+    if values["mode"] == "cilium":  # its variants (maglev, dsr, ...) are separate matrix columns
+        from ..cluster.kind import cilium_variant
+
+        variant = values["cilium-variant"] or cilium_variant()
+    return {"provider": values["provider"], "mode": values["mode"], "variant": variant, "run_id": core._run_id(config),
             "reports_dir": Path(values["reports-dir"])}
 
 
@@ -241,7 +246,7 @@ def _attach(forensics: Forensics, report) -> Path | None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = _settings(session.config)
     try:
-        out = mx.finish_run(s["reports_dir"] / "matrix", s["run_id"], s["provider"], s["mode"])
+        out = mx.finish_run(s["reports_dir"] / "matrix", s["run_id"], s["provider"], s["mode"], s["variant"])
     except Exception as exc:  # noqa: BLE001
         print(f"[proxysuite] could not write the conformance matrix: {exc}")
         return
