@@ -25,23 +25,30 @@ def _opt(config: pytest.Config, name: str, default: str) -> str:
     return config.getoption(dest, None) or config.getini(dest) or default
 
 
+def _run_part(arg: str) -> tuple[str, bool]:
+    """(name, is a suite) of one path argument: ``tests``, ``tests-test_detect``, ``conformance``, ``conformance-test_routing``."""
+    path = Path(arg.split("::")[0])
+    parts = path.parts
+    if "suites" in parts and parts.index("suites") + 1 < len(parts):
+        i = parts.index("suites")
+        inner = parts[i + 2:]
+        return parts[i + 1] + (f"-{Path(inner[-1]).stem}" if inner else ""), True
+    return ("tests" if path.stem in ("", "tests") else f"tests-{path.stem}"), False
+
+
 def _junit_name(config: pytest.Config) -> str:
-    """``tests``, ``conformance-local-iptables``, ``conformance-kind-cilium-maglev``...: one file per suite, provider and mode."""
-    suites = set()
-    for arg in config.args or ["tests"]:
-        parts = Path(arg.split("::")[0]).parts
-        if "suites" in parts and parts.index("suites") + 1 < len(parts):
-            suites.add(parts[parts.index("suites") + 1])
-        else:
-            suites.add("tests")
-    if suites == {"tests"}:
-        return "tests"
-    provider, mode = _opt(config, "provider", "local"), _opt(config, "mode", "iptables")
-    name = "-".join(sorted(suites)) + f"-{provider}-{mode}"
-    if mode == "cilium":
-        variant = _opt(config, "cilium-variant", os.environ.get("PROXYSUITE_CILIUM_VARIANT") or "default")
-        name += "-" + Path(variant).stem
-    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", name)
+    """One file per suite (or the part of it that was run), provider and mode, so a later run of the same
+    selection overwrites it: ``tests``, ``tests-test_detect``, ``conformance-local-iptables``,
+    ``conformance-kind-cilium-maglev``, ``conformance-test_routing-local-nftables``."""
+    parts = [_run_part(str(a)) for a in (config.args or ["tests"])]
+    name = "-".join(sorted({n for n, _ in parts}))
+    if any(is_suite for _, is_suite in parts):
+        provider, mode = _opt(config, "provider", "local"), _opt(config, "mode", "iptables")
+        name += f"-{provider}-{mode}"
+        if mode == "cilium":
+            variant = _opt(config, "cilium-variant", os.environ.get("PROXYSUITE_CILIUM_VARIANT") or "default")
+            name += "-" + Path(variant).stem
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", name)[:120]
 
 
 @pytest.hookimpl(tryfirst=True)
