@@ -2,8 +2,9 @@
 
 The kind workflow runs each variant as its own job and merges the jobs' matrix files; with a
 mode-only column the three runs all became ``cilium@kind`` and the merge kept one of them.
-The first test goes through the real plugin in a child pytest (checks that need no cluster),
-the second through ``python -m proxysuite.conformance.matrix merge`` as the workflow calls it.
+The first test goes through the real plugin in a child pytest whose check needs no cluster (and,
+judging nothing, is recorded as a failure: all that matters here is where it is recorded), the
+second through ``python -m proxysuite.conformance.matrix merge`` as the workflow calls it.
 """
 
 from __future__ import annotations
@@ -35,15 +36,17 @@ def test_each_variant_of_a_run_gets_its_own_column(tmp_path):
     for variant in ("default", "maglev", "dsr"):
         proc = _pytest(tmp_path, "--provider", "kind", "--mode", "cilium", "--cilium-variant", variant,
                        "--reports-dir", str(reports), "test_check.py")
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout + proc.stderr
     proc = _pytest(tmp_path, "--provider", "kind", "--mode", "iptables", "--reports-dir", str(reports), "test_check.py")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout + proc.stderr
 
     matrix = reports / "matrix"
     assert sorted(p.name for p in matrix.glob("matrix-*.json")) == [
         "matrix-cilium-default@kind.json", "matrix-cilium-dsr@kind.json", "matrix-cilium-maglev@kind.json", "matrix-iptables@kind.json"]
     merged = json.loads((matrix / "matrix.json").read_text())
-    assert sorted(merged["checks"]["to-service"]["modes"]) == ["cilium-default@kind", "cilium-dsr@kind", "cilium-maglev@kind", "iptables@kind"]
+    cells = merged["checks"]["to-service"]["modes"]
+    assert sorted(cells) == ["cilium-default@kind", "cilium-dsr@kind", "cilium-maglev@kind", "iptables@kind"]
+    assert {c["result"] for c in cells.values()} == {"fail"}
     assert merged["runs"]["cilium-maglev@kind"]["variant"] == "maglev"
     md = (matrix / "matrix.md").read_text()
     assert "| check | cilium-default@kind | cilium-dsr@kind | cilium-maglev@kind | iptables@kind |" in md

@@ -63,6 +63,8 @@ class Features:
     proxy_restart: bool = False
     cluster_dns: bool = False
     udp: bool = True
+    proxy_health_endpoints: bool = True
+    """The proxy serves kube-proxy's /healthz, /livez (:10256) and /metrics, /proxyMode (:10249)."""
     reasons: dict[str, str] = field(default_factory=dict)
     """Why a feature is missing, keyed by feature name."""
 
@@ -116,7 +118,9 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
         """GET an endpoint on a node from the node itself: the proxy's (10249 metrics, /proxyMode; 10256 healthz,
-        /livez) on loopback, or ``host`` = the node IP for healthCheckNodePorts (nftables serves those only there)."""
+        /livez) on loopback, or ``host`` = the node IP for healthCheckNodePorts (nftables serves those only there).
+
+        Any HTTP status is returned; :class:`~proxysuite.errors.ProbeError` when nothing answers."""
 
     def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
         """Run a command in the node's network context (rules, conntrack); forensics only."""

@@ -19,9 +19,11 @@ from __future__ import annotations
 import pytest
 
 from proxysuite.conformance import (
+    ANY_DECLARED,
     EXPECTED,
     IMPLEMENTATION_DEFINED,
     REACH,
+    RECORD_ONLY,
     REFUSED,
     REQUIRED,
     Row,
@@ -42,7 +44,8 @@ ROWS = [
     if not (v == "external" and t == "clusterip")  # cluster IPs are not routed outside the cluster
 ] + [
     Row("node", "nodeport-localhost", "tcp",
-        expect=per_mode(iptables=REACH, nftables=REFUSED), klass=IMPLEMENTATION_DEFINED,
+        expect=per_mode(iptables=REACH, nftables=REFUSED, ipvs=RECORD_ONLY, cilium=RECORD_ONLY, custom=ANY_DECLARED),
+        klass=IMPLEMENTATION_DEFINED,
         note="iptables serves NodePorts on 127.0.0.1 (route_localnet, --iptables-localhost-nodeports); "
              "nftables never does (kk PR #124383 release note)"),
 ]

@@ -197,10 +197,14 @@ def render_proxy_cmd(template: str, values: dict[str, str]) -> list[str]:
         raise SuiteError(f"--proxy-cmd is not a valid template ({exc})", "quote it, and write literal braces as {{ }}") from None
 
 
-def custom_proxy_argv(st: ClusterState, node) -> list[str]:
-    values = {
+def proxy_cmd_values(st: ClusterState, node) -> dict[str, str]:
+    """What ``--proxy-cmd``'s (and ``--proxy-health exec:``'s) placeholders stand for on ``node``."""
+    return {
         "kubeconfig": str(st.kubeconfig("kube-proxy")), "node": node.name, "node_ip": node.ip,
         "cluster_cidr": st.addressing.pod_cidr, "service_cidr": st.addressing.service_cidr,
         "metrics_addr": f"127.0.0.1:{PROXY_METRICS_PORT}", "healthz_addr": f"0.0.0.0:{PROXY_HEALTHZ_PORT}",
     }
-    return render_proxy_cmd(st.proxy_cmd, values)
+
+
+def custom_proxy_argv(st: ClusterState, node) -> list[str]:
+    return render_proxy_cmd(st.proxy_cmd, proxy_cmd_values(st, node))

@@ -33,7 +33,7 @@ from typing import Callable
 
 from ... import images
 from ...config import SuiteConfig
-from ...errors import SuiteError, Unsupported
+from ...errors import ProbeError, SuiteError, Unsupported
 from ...modes import get_mode, require_ipvs_kernel
 from ...probes import engine
 from ..base import Cluster, Features, NodeInfo, Vantage
@@ -155,7 +155,7 @@ def up(config: SuiteConfig, progress: Progress = print, owner_pid: int | None = 
     check_prereqs(config)
     existing = ClusterState.load(config.name)
     if existing is not None:
-        if existing.mode != config.mode or existing.proxy_cmd != config.proxy_cmd:
+        if (existing.mode, existing.proxy_cmd, existing.proxy_health) != (config.mode, config.proxy_cmd, config.proxy_health):
             raise SuiteError(f"local cluster {config.name} already runs mode {existing.mode}",
                              f"run `proxysuite cluster down --cluster-name {config.name}` or pass another --cluster-name")
         if _healthy(existing) and len(existing.nodes) == config.nodes:
@@ -267,7 +267,16 @@ def _start_nodes(st: ClusterState, bins: dict[str, Path], progress: Progress) ->
     for node in st.nodes:
         argv = controlplane.custom_proxy_argv(st, node) if st.mode == "custom" else controlplane.kube_proxy_argv(st, bins["kube-proxy"], node.name)
         _start(st, f"proxy-{node.name}", argv, node.netns)
+    if st.proxy_health == "none":
+        progress(f"not waiting for the {what}: --proxy-health none")
+        return
     for node in st.nodes:
+        if st.proxy_health.startswith("exec:"):
+            argv = controlplane.render_proxy_cmd(st.proxy_health[5:], controlplane.proxy_cmd_values(st, node))
+            _wait(f"{what} on {node.name} (--proxy-health exec: {' '.join(argv)})",
+                  lambda: subprocess.run(netns.exec_argv(node.netns, argv), capture_output=True, timeout=10).returncode == 0,
+                  READY_TIMEOUT, st.logs / f"proxy-{node.name}.log")
+            continue
         sock = netns.socket_factory(node.netns)
         _wait(f"{what} on {node.name} (/healthz on :{controlplane.PROXY_HEALTHZ_PORT})",
               lambda: engine.http_get("127.0.0.1", controlplane.PROXY_HEALTHZ_PORT, "/healthz", make_socket=sock)[0] == 200,
@@ -400,8 +409,12 @@ class LocalCluster(Cluster):
         return [NodeInfo(n.name, n.ip, n.pod_cidr) for n in self.state.nodes]
 
     def features(self) -> Features:
+        health = self.state.proxy_health
         return Features(load_balancer=True, external_client=True, node_exec=True, proxy_restart=True, cluster_dns=False, udp=True,
-                        reasons={"cluster_dns": "the local provider runs no cluster DNS (its pods share the host's /etc/resolv.conf: no mount namespaces)"})
+                        proxy_health_endpoints=health == "kube-proxy",
+                        reasons={"cluster_dns": "the local provider runs no cluster DNS (its pods share the host's /etc/resolv.conf: no mount namespaces)",
+                                 "proxy_health_endpoints": f"the custom proxy declares --proxy-health {health}: it does not "
+                                                           "serve kube-proxy's health and metrics endpoints"})
 
     def _node(self, name: str):
         for n in self.state.nodes:
@@ -435,7 +448,10 @@ class LocalCluster(Cluster):
         return self._vantage("external", "external", None, netns.name_for(self.state.run_id, topology.EXT), a.ext_ip)
 
     def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
-        return engine.http_get(host, port, path, make_socket=netns.socket_factory(self._node(node).netns))
+        try:
+            return engine.http_get(host, port, path, make_socket=netns.socket_factory(self._node(node).netns))
+        except OSError as exc:
+            raise ProbeError(f"GET {host}:{port}{path} on {node} failed: {type(exc).__name__}: {exc}") from exc
 
     def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
         return netns.run(self._node(node).netns, argv, timeout=timeout)
