@@ -5,9 +5,13 @@ the ``proxysuite`` pytest plugin, registered as a ``pytest11`` entry point in py
 loaded from this file: an installed proxysuite then works from any directory (``pytest --pyargs``, a
 user's own suite) without this checkout. Loading it here as well would register it twice.
 
-What this file adds, only for runs from this checkout (``tests/``, ``suites/``): every run writes
-JUnit XML under ``<reports-dir>/junit/`` unless ``--junitxml`` is given (reports/README.md names the
-files). Under pytest-xdist the workers send their reports to the controller, which writes the one file.
+What this file adds, only for runs from this checkout (``tests/``, ``suites/``):
+
+* every run writes JUnit XML under ``<reports-dir>/junit/`` unless ``--junitxml`` is given
+  (reports/README.md names the files); under pytest-xdist the workers send their reports to the
+  controller, which writes the one file;
+* ``pytester``, for the project's tests that run a child pytest in-process (declared once here, for
+  every test module, rather than in the modules that use it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["pytester"]
 
 
 def _opt(config: pytest.Config, name: str, default: str) -> str:
