@@ -12,10 +12,11 @@ import secrets
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from .cluster.base import PROVIDERS as PROVIDER_REGISTRY
 from .errors import SuiteError
-from .modes import get_mode
+from .modes import MODES, get_mode
 
-PROVIDERS = ("local", "kind", "existing")
+PROVIDERS = tuple(PROVIDER_REGISTRY)
 DEFAULT_K8S_VERSION = "v1.37.2"
 
 
@@ -41,10 +42,16 @@ class Option:
     type: type = str
     flag: bool = False
 
+    def help_text(self) -> str:
+        """The help line with its default, unless the help already says what the default is."""
+        if self.flag or self.default is None or "default" in self.help:
+            return self.help
+        return f"{self.help} (default: {self.default})"
+
 
 OPTIONS: tuple[Option, ...] = (
     Option("provider", "where the cluster runs: local (netns, no Docker), kind, or existing (kubeconfig)", "local", PROVIDERS),
-    Option("mode", "proxy under test: iptables, nftables, ipvs, cilium or custom", "iptables"),
+    Option("mode", f"proxy under test: {', '.join(MODES)}", "iptables"),
     Option("nodes", "number of worker nodes (local and kind)", 2, type=int),
     Option("k8s-version", "Kubernetes version of the components (local builds it; kind picks the node image)", DEFAULT_K8S_VERSION),
     Option("proxy-cmd", "custom proxy command template run on every local node; placeholders "

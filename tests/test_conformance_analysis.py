@@ -142,7 +142,9 @@ def test_sticky():
 def test_classify_names_the_most_specific_behaviour():
     assert classify([bad("timeout")] * 2, Context(), [NO_REACH]) == "TIMEOUT"
     assert classify([bad("refused")] * 2, Context(), [NO_REACH]) == "REFUSED"
-    assert classify([bad("unreachable")] * 2, Context(), [NO_REACH]) == "NO_REACH"
+    assert classify([bad("unreachable")] * 2, Context(), [NO_REACH]) == "UNREACHABLE"
+    # Some unreachable, some silent: no single outcome describes every probe.
+    assert classify([bad("unreachable"), bad("timeout")], Context(), [NO_REACH]) == "NO_REACH"
     assert classify([ok("a"), bad("timeout")], Context()).startswith("MIXED")
 
 

@@ -45,7 +45,7 @@ def test_cluster_down_leaves_nothing():
     before = root_ns_rules()
     up = cli("cluster", "up", "--cluster-name", name, "--nodes", "1")
     assert up.returncode == 0, up.stderr
-    status = cli("cluster", "status", "--cluster-name", name)
+    status = cli("cluster", "status", "--cluster-name", name, "-o", "json")
     import json
 
     st = json.loads(status.stdout)

@@ -22,8 +22,10 @@ from proxysuite.conformance import (
     REQUIRED,
     SRC_IP_MASQUERADED,
     TIMEOUT,
+    UNREACHABLE,
     Context,
     Row,
+    for_mode,
     per_mode,
 )
 from proxysuite.conformance import verdict as vd
@@ -43,6 +45,8 @@ OBSERVED = {
     "timeout": _obs("timeout"),
     "mixed": _obs("ok", 2) + _obs("timeout", 1),
     "error": _obs("error"),
+    "unreachable": _obs("unreachable"),
+    "unreachable-some-silent": _obs("unreachable", 2) + _obs("timeout", 1),
     "stray": _obs("ok", backend="zombie"),
     "none": [],
 }
@@ -50,6 +54,8 @@ CTX = Context(source_ip="10.244.1.5", backends=["a", "b"])
 
 NO_EP = per_mode(iptables=TIMEOUT, nftables=REFUSED, ipvs=RECORD_ONLY, cilium=RECORD_ONLY, custom=ANY_DECLARED)
 LOCALHOST = per_mode(REACH, nftables=REFUSED)
+# The shape of the in-cluster no-endpoint rows: kube-proxy rejects, Cilium's socket-LB fails the connect().
+EMPTY = per_mode(REFUSED, cilium=UNREACHABLE, custom=ANY_DECLARED)
 
 # (row expectation, klass, mode, observed) -> result
 TABLE = [
@@ -71,6 +77,17 @@ TABLE = [
     (NO_REACH, REQUIRED, "iptables", "timeout", vd.PASS),
     (NO_REACH, REQUIRED, "iptables", "mixed", vd.FAIL),
     (REACH & SRC_IP_MASQUERADED, EXPECTED, "iptables", "reach", vd.FAIL),  # the client's own address arrived
+    # UNREACHABLE: every probe failed with host/net unreachable, nothing else
+    (UNREACHABLE, EXPECTED, "cilium", "unreachable", vd.PASS),
+    (UNREACHABLE, EXPECTED, "cilium", "refused", vd.FAIL),
+    (UNREACHABLE, EXPECTED, "cilium", "timeout", vd.FAIL),
+    (UNREACHABLE, EXPECTED, "cilium", "unreachable-some-silent", vd.FAIL),  # no packet leaves: no rate limit to excuse
+    (UNREACHABLE, EXPECTED, "cilium", "reach", vd.FAIL),
+    (UNREACHABLE, EXPECTED, "cilium", "error", vd.FAIL),
+    (REFUSED, EXPECTED, "ipvs", "unreachable", vd.FAIL),
+    (TIMEOUT, EXPECTED, "iptables", "unreachable", vd.FAIL),
+    (NO_REACH, REQUIRED, "iptables", "unreachable", vd.PASS),
+    (NO_REACH, REQUIRED, "iptables", "unreachable-some-silent", vd.PASS),
     # implementation-defined: each kube-proxy / Cilium mode is held to its own declaration
     (NO_EP, IMPLEMENTATION_DEFINED, "iptables", "timeout", vd.IMPL_AS_DECLARED),
     (NO_EP, IMPLEMENTATION_DEFINED, "iptables", "refused", vd.FAIL),  # nftables' behaviour is not iptables'
@@ -89,6 +106,14 @@ TABLE = [
     (LOCALHOST, IMPLEMENTATION_DEFINED, "custom", "refused", vd.IMPL_OTHER),
     (LOCALHOST, IMPLEMENTATION_DEFINED, "custom", "timeout", vd.FAIL),
     (LOCALHOST, IMPLEMENTATION_DEFINED, "cilium", "refused", vd.FAIL),  # only custom takes alternatives
+    (EMPTY, IMPLEMENTATION_DEFINED, "cilium", "unreachable", vd.IMPL_AS_DECLARED),
+    (EMPTY, IMPLEMENTATION_DEFINED, "cilium", "refused", vd.FAIL),  # Cilium is held to its own declaration
+    (EMPTY, IMPLEMENTATION_DEFINED, "ipvs", "unreachable", vd.FAIL),
+    (EMPTY, IMPLEMENTATION_DEFINED, "ipvs", "refused", vd.IMPL_AS_DECLARED),
+    (EMPTY, IMPLEMENTATION_DEFINED, "custom", "unreachable", vd.IMPL_OTHER),
+    (EMPTY, IMPLEMENTATION_DEFINED, "custom", "refused", vd.IMPL_OTHER),
+    (EMPTY, IMPLEMENTATION_DEFINED, "custom", "timeout", vd.FAIL),
+    (EMPTY, IMPLEMENTATION_DEFINED, "custom", "unreachable-some-silent", vd.FAIL),
     # record-only: recorded, never a pass, whatever was observed
     (NO_EP, IMPLEMENTATION_DEFINED, "ipvs", "reach", vd.RECORD),
     (NO_EP, IMPLEMENTATION_DEFINED, "cilium", "error", vd.RECORD),
@@ -113,7 +138,23 @@ def test_the_table_covers_every_result_and_class():
     assert {o for *_, o, _ in TABLE} == set(OBSERVED)
 
 
-SIMPLE = [REACH, REFUSED, TIMEOUT, NO_REACH]
+def test_unreachable_is_named_as_observed():
+    """A report reads "expected REFUSED, observed UNREACHABLE", not the vaguer NO_REACH."""
+    d = vd.decide("ipvs", REFUSED, EXPECTED, OBSERVED["unreachable"], CTX, [REFUSED, UNREACHABLE])
+    assert (d.result, d.observed) == (vd.FAIL, "UNREACHABLE")
+    d = vd.decide("cilium", UNREACHABLE, EXPECTED, OBSERVED["unreachable-some-silent"], CTX)
+    assert (d.result, d.observed) == (vd.FAIL, "NO_REACH")
+
+
+def test_for_mode_resolves_step_declarations():
+    table = per_mode(NO_REACH, ipvs=REFUSED, cilium=TIMEOUT)
+    assert [for_mode(table, m) for m in ("iptables", "ipvs", "cilium", "custom")] == [NO_REACH, REFUSED, TIMEOUT, NO_REACH]
+    assert for_mode(REACH, "cilium") is REACH
+    with pytest.raises(ValueError, match="no declaration for mode 'cilium'"):
+        for_mode(per_mode(iptables=REACH), "cilium")
+
+
+SIMPLE = [REACH, REFUSED, TIMEOUT, UNREACHABLE, NO_REACH]
 
 
 @pytest.mark.parametrize("klass", [REQUIRED, EXPECTED, IMPLEMENTATION_DEFINED])
@@ -176,8 +217,8 @@ def test_any_declared_only_on_implementation_defined_rows():
         REACH & RECORD_ONLY
 
 
-def test_every_catalogue_row_declares_every_mode():
-    """Import every module of the catalogue: a row that leaves a mode undeclared would raise here."""
+def _catalogue_rows() -> list[Row]:
+    """Every Row the catalogue's modules define at module level (in lists, dicts or alone)."""
     import importlib
     import pathlib
     import sys
@@ -189,14 +230,43 @@ def test_every_catalogue_row_declares_every_mode():
         for f in sorted(suites.glob("test_*.py")):
             mod = importlib.import_module(f.stem)
             for value in vars(mod).values():
-                items = value if isinstance(value, list) else [value]
+                items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
                 rows += [r for r in items if isinstance(r, Row)]
     finally:
         sys.path.remove(str(suites))
+    return rows
+
+
+def test_every_catalogue_row_declares_every_mode():
+    """Import every module of the catalogue: a row that leaves a mode undeclared would raise here."""
+    rows = _catalogue_rows()
     assert len(rows) > 80
     for row in rows:
         for mode in MODES:
             assert row.expectation_for(mode) is not None, (row, mode)
+
+
+def test_catalogue_notes_cite_ipvs_and_cilium_sources():
+    """Nothing here runs ipvs (no IP_VS in this kernel) and the catalogue's Cilium declarations come from its
+    sources, so each row's note must say where its ipvs and cilium behaviour comes from, or (record-only)
+    what is unknown. The note names the mode, next to its source."""
+    import re
+
+    missing = []
+    for row in _catalogue_rows():
+        for mode in ("ipvs", "cilium"):
+            if not re.search(rf"\b{mode}\b", row.note, re.IGNORECASE):
+                missing.append(f"{row.id}: {mode} declares {row.expectation_for(mode)} without a source in its note")
+    assert not missing, "\n".join(missing)
+
+
+def test_record_only_declarations_say_what_is_unknown():
+    import re
+
+    for row in _catalogue_rows():
+        for mode in MODES:
+            if row.expectation_for(mode).record_only:
+                assert re.search(rf"\b{mode}\b[^.;]*record-only", row.note, re.IGNORECASE), (row.id, mode, row.note)
 
 
 # --- the plugin: a check must judge something ------------------------------------------------------

@@ -32,7 +32,7 @@ from enum import Enum
 from typing import Callable, Sequence
 
 from ..probes import analysis
-from ..probes.engine import OK, REFUSED as _REFUSED, TIMEOUT as _TIMEOUT, Observation
+from ..probes.engine import OK, REFUSED as _REFUSED, TIMEOUT as _TIMEOUT, UNREACHABLE as _UNREACHABLE, Observation
 
 
 class Klass(str, Enum):
@@ -239,6 +239,11 @@ REACH_LOCAL = Expectation("REACH_LOCAL", "every probe is answered by a backend o
 REFUSED = Expectation("REFUSED", "connections are actively refused (TCP RST / ICMP port unreachable: REJECT); "
                       "none is answered", _refused)
 TIMEOUT = Expectation("TIMEOUT", "no probe gets any answer (DROP or blackhole)", _all_outcome(_TIMEOUT))
+UNREACHABLE = Expectation("UNREACHABLE", "every probe fails at once with host/net unreachable (ICMP host or net "
+                          "unreachable, or EHOSTUNREACH at connect); nothing answers", _all_outcome(_UNREACHABLE))
+"""Cilium's socket-LB refuses a connect()/sendmsg() to a Service frontend without backends inside the syscall
+(``bpf_sock.c`` ``__sock4_xlate_fwd`` returns -EHOSTUNREACH): no packet leaves, so unlike :data:`REFUSED` no
+ICMP rate limit can turn some probes silent, and every probe must show it."""
 NO_REACH = Expectation("NO_REACH", "no probe is answered by anything (refused, timeout or unreachable)", _no_reach)
 SRC_IP_PRESERVED = Expectation("SRC_IP_PRESERVED", "the backend sees the client's own address", _src_preserved,
                                positive=True)
@@ -252,7 +257,7 @@ ANY_DECLARED = Expectation("ANY_DECLARED", "behaves as the row declares for some
 RECORD_ONLY = Expectation("RECORD_ONLY", "no source settles this mode's behaviour: observed and recorded, never judged",
                           lambda obs, ctx: Verdict(True, "recorded, not judged"), record_only=True)
 
-OUTCOMES = (REACH, REFUSED, TIMEOUT, NO_REACH)
+OUTCOMES = (REACH, REFUSED, TIMEOUT, UNREACHABLE, NO_REACH)
 """Fallback classification of what was observed, most specific first."""
 
 
@@ -282,3 +287,17 @@ def per_mode(default=None, **modes):
     if default is not None:
         table["*"] = default
     return table
+
+
+def for_mode(table, mode: str):
+    """What a value-or-:func:`per_mode` table declares for ``mode`` (for judged steps that are not rows).
+
+    A table that neither names the mode nor has a default raises: a step must declare every mode it runs in.
+    """
+    if not isinstance(table, dict):
+        return table
+    if mode in table:
+        return table[mode]
+    if "*" in table:
+        return table["*"]
+    raise ValueError(f"no declaration for mode {mode!r} (declared: {', '.join(table)})")

@@ -49,17 +49,16 @@ SECTION_LIMIT = 6000
 
 
 def _settings(config: pytest.Config) -> dict:
-    """provider, mode, variant, run_id, reports_dir as the core plugin sees them (CLI, then ini, then defaults)."""
-    from .. import plugin as core
+    """provider, mode, variant, run_id, reports_dir of this session (the core plugin's one SuiteConfig)."""
+    from ..plugin import suite_config_of
 
-    values = core._option_values(config)
+    cfg = suite_config_of(config)
     variant = None
-    if values["mode"] == "cilium":  # its variants (maglev, dsr, ...) are separate matrix columns
+    if cfg.mode == "cilium":  # its variants (maglev, dsr, ...) are separate matrix columns
         from ..cluster.kind import cilium_variant
 
-        variant = values["cilium-variant"] or cilium_variant()
-    return {"provider": values["provider"], "mode": values["mode"], "variant": variant, "run_id": core._run_id(config),
-            "reports_dir": Path(values["reports-dir"])}
+        variant = cilium_variant(cfg)
+    return {"provider": cfg.provider, "mode": cfg.mode, "variant": variant, "run_id": cfg.run_id, "reports_dir": Path(cfg.reports_dir)}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -182,7 +181,9 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     result = _result(report, rec, call)
     reason = _skip_reason(report) if report.skipped else ""
     if result in (vd.FAIL, vd.ERROR):
-        reason = (report.longreprtext or "").strip().splitlines()[-1][:300] if report.longreprtext else ""
+        # The exception's own line says what went wrong; the report's last line is often just its location.
+        text = call.excinfo.exconly() if call.excinfo is not None else (report.longreprtext or "")
+        reason = text.strip().splitlines()[0][:300] if text.strip() else ""
     s = _settings(item.config)
     params = getattr(item, "callspec", None)
     check_id = marker.kwargs.get("name", item.originalname) + (f"[{params.id}]" if params else "")

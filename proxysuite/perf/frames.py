@@ -34,6 +34,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..modes import KUBE_PROXY_METRICS_PORT
+
 COLUMNS = ["run_id", "started", "mode", "provider", "scale", "metric", "stat", "value", "unit", "kind", "sample",
            "target", "estimate", "source"]
 """Columns every frame has, in this order; extra keys passed to ``add`` become extra columns."""
@@ -159,7 +161,7 @@ def iptables_backend(version_line: str | None) -> str | None:
 def proxy_config(cluster, node: str) -> dict:
     """kube-proxy's effective configuration from ``/configz`` (flags and config file merged), or {}."""
     try:
-        status, body = cluster.proxy_http(node, 10249, "/configz")
+        status, body = cluster.proxy_http(node, KUBE_PROXY_METRICS_PORT, "/configz")
         if status == 200:
             cfg = json.loads(body)
             return cfg.get("kubeproxy.config.k8s.io", cfg)
@@ -198,7 +200,7 @@ def collect_metadata(cluster=None, node: str | None = None, k8s_api=None) -> dic
             meta[f"proxy_{key}"] = (cfg.get("iptables") or {}).get(key) if cfg.get("mode") != "nftables" else (cfg.get("nftables") or {}).get(key)
             meta[f"proxy_{key}"] = meta[f"proxy_{key}"] or cfg.get(key) or (cfg.get("iptables") or {}).get(key)
         try:
-            status, body = cluster.proxy_http(node, 10249, "/proxyMode")
+            status, body = cluster.proxy_http(node, KUBE_PROXY_METRICS_PORT, "/proxyMode")
             meta["proxy_mode_reported"] = body.strip() if status == 200 else None
         except Exception:  # noqa: BLE001
             meta["proxy_mode_reported"] = None

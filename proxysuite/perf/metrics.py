@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..modes import KUBE_PROXY_METRICS_PORT
+
 SYNC = "kubeproxy_sync_proxy_rules_duration_seconds"
 """Every sync, full or partial (all modes)."""
 SYNC_FULL = "kubeproxy_sync_full_proxy_rules_duration_seconds"
@@ -88,14 +90,14 @@ def parse(text: str, at: float | None = None) -> Scrape:
     return out
 
 
-def scrape(cluster, node: str, port: int = 10249, path: str = "/metrics") -> Scrape:
+def scrape(cluster, node: str, port: int = KUBE_PROXY_METRICS_PORT, path: str = "/metrics") -> Scrape:
     """GET and parse the proxy's metrics on ``node`` through the cluster's ``proxy_http``."""
     at = time.time()
     status, body = cluster.proxy_http(node, port, path)
     if status != 200:
         raise RuntimeError(f"metrics endpoint on node {node} port {port}{path} answered HTTP {status}: {body[:200]!r}")
-    children = cluster.proxy_children_cpu_seconds(node)
-    if children is not None:
+    if cluster.features().proxy_children_cpu:
+        children = cluster.proxy_children_cpu_seconds(node)
         # Appended in exposition format, so a kept scrape re-analyses to the same figures.
         body = body.rstrip("\n") + f"\n# TYPE {CHILD_CPU} counter\n{CHILD_CPU}_total {children}\n"
     return parse(body, at=at)

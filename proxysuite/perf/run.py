@@ -18,21 +18,17 @@ import os
 import sys
 
 from ..config import OPTIONS, SuiteConfig
+from ..runscope import namespace_labels, namespace_name
+from ..runscope import progress as _progress
 from ..signals import sigterm_as_interrupt
 from .pipeline import DEFAULT_SCALES, PerfOptions, run_sweep
-
-RUN_LABEL = "proxysuite.io/run-id"
-
-
-def _progress(msg: str) -> None:
-    print(f"[proxysuite] {msg}", file=sys.stderr, flush=True)
 
 
 def perf_namespace(k8s, run_id: str, mode: str) -> str:
     from kubernetes import client
 
-    name = f"ps-{run_id}-perf-{mode}"
-    client.CoreV1Api(k8s).create_namespace({"metadata": {"name": name, "labels": {RUN_LABEL: run_id}}})
+    name = namespace_name(run_id, f"perf-{mode}")
+    client.CoreV1Api(k8s).create_namespace({"metadata": {"name": name, "labels": namespace_labels(run_id)}})
     return name
 
 
@@ -86,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = SuiteConfig.from_mapping({o.name: getattr(a, o.name.replace("-", "_")) for o in OPTIONS})
     sigterm_as_interrupt()
-    provider = get_provider(cfg)
+    provider = get_provider(cfg.provider)
     # Like a pytest session: a cluster this run creates is owned by it (the janitor removes it if this
     # process dies) and brought down at the end unless --keep-cluster; a running one is reused and left.
     cluster = provider.up(cfg, progress=_progress, owner_pid=None if cfg.keep_cluster else os.getpid())

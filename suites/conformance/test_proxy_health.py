@@ -13,6 +13,13 @@ proxy with ``--proxy-health kube-proxy`` (the default) is judged like kube-proxy
 with that reason. Every provider judges them the same way: a proxy that cannot be
 reached on these ports fails, whether the provider saw a refused connection or a
 failed request from a host-network pod.
+
+ipvs serves the same endpoints as the other kube-proxy modes (cmd/kube-proxy/app/server.go, the shared
+pkg/proxy/healthcheck; pkg/proxy/metrics RegisterMetrics registers the sync metrics for every mode).
+Cilium's kube-proxy replacement serves only /healthz, and only where the chart sets
+``kubeProxyReplacementHealthzBindAddr`` (the project's cilium-values/default.yaml sets 0.0.0.0:10256):
+its health server registers /healthz alone (daemon/healthz/kube_proxy_healthz.go, Cilium v1.20.2), and
+nothing listens on :10249. Those checks skip for Cilium with that reason (:data:`NOT_SERVED`).
 """
 
 from __future__ import annotations
@@ -34,7 +41,32 @@ MODE_METRICS = {"iptables": "kubeproxy_sync_proxy_rules_iptables_total"}
 (``…_nftables_sync_failures_total``) only appear after a failure in v1.37, so none is required there."""
 
 
-def _node(cluster, index: int) -> str:
+_CILIUM_HEALTHZ_ONLY = ("its kube-proxy replacement serves only /healthz on kubeProxyReplacementHealthzBindAddr "
+                        "(daemon/healthz/kube_proxy_healthz.go; kubeproxy-free.rst, kube-proxy Replacement Health Check "
+                        "server)")
+NOT_SERVED = {
+    # mode: {check: why the mode does not serve this kube-proxy endpoint}
+    "cilium": {
+        "livez": "Cilium does not serve kube-proxy's /livez: " + _CILIUM_HEALTHZ_ONLY,
+        "metrics": "Cilium does not serve kube-proxy's :10249/metrics (nothing listens on 10249; its own metrics are "
+                   "cilium_* on the agent's Prometheus port): " + _CILIUM_HEALTHZ_ONLY,
+        "proxy-mode": "Cilium does not serve kube-proxy's :10249/proxyMode (written by kube-proxy's serveMetrics, "
+                      "cmd/kube-proxy/app/server.go): " + _CILIUM_HEALTHZ_ONLY,
+    },
+}
+"""kube-proxy endpoints a mode declares it does not serve: the check skips with the reason."""
+HEALTHZ_SOURCE = {
+    "ipvs": "ipvs: the shared ProxyHealthServer (pkg/proxy/healthcheck), updated by the ipvs proxier's syncProxyRules",
+    "cilium": "cilium: 200 with lastUpdated from daemon/healthz/kube_proxy_healthz.go, served only because the chart "
+              "sets kubeProxyReplacementHealthzBindAddr (cilium-values/default.yaml; chart default: not served)",
+}
+"""Where /healthz comes from in the modes that are not iptables/nftables (recorded in the matrix notes)."""
+
+
+def _node(cluster, index: int, check: str) -> str:
+    why = NOT_SERVED.get(cluster.mode, {}).get(check)
+    if why:
+        pytest.skip(why)
     ok, why = cluster.features().require("proxy_health_endpoints")
     if not ok:
         pytest.skip(why)
@@ -55,7 +87,9 @@ def _get(cluster, node, port, path):
 @check("proxy-health", "healthz")
 @pytest.mark.parametrize("index", [0, 1], ids=["node-1", "node-2"])
 def test_healthz(index, cluster, conformance):
-    node = _node(cluster, index)
+    node = _node(cluster, index, "healthz")
+    if cluster.mode in HEALTHZ_SOURCE:
+        conformance.record.notes.append(HEALTHZ_SOURCE[cluster.mode])
     status, body = _get(cluster, node, HEALTHZ_PORT, "/healthz")
     try:
         last = json.loads(body).get("lastUpdated")
@@ -68,7 +102,7 @@ def test_healthz(index, cluster, conformance):
 @check("proxy-health", "livez")
 @pytest.mark.parametrize("index", [0, 1], ids=["node-1", "node-2"])
 def test_livez(index, cluster, conformance):
-    node = _node(cluster, index)
+    node = _node(cluster, index, "livez")
     status, body = _get(cluster, node, HEALTHZ_PORT, "/livez")
     conformance.judge_value(f"{node} 127.0.0.1:{HEALTHZ_PORT}/livez", EXPECTED, "200", str(status), status == 200, body[:300])
 
@@ -76,7 +110,7 @@ def test_livez(index, cluster, conformance):
 @check("proxy-health", "metrics")
 @pytest.mark.parametrize("index", [0, 1], ids=["node-1", "node-2"])
 def test_metrics(index, cluster, conformance):
-    node = _node(cluster, index)
+    node = _node(cluster, index, "metrics")
     status, body = _get(cluster, node, METRICS_PORT, "/metrics")
     wanted = list(SYNC_METRICS) + ([MODE_METRICS[cluster.mode]] if cluster.mode in MODE_METRICS else [])
     missing = [m for m in wanted if m not in (body or "")]
@@ -87,7 +121,7 @@ def test_metrics(index, cluster, conformance):
 @check("proxy-health", "proxy-mode")
 @pytest.mark.parametrize("index", [0, 1], ids=["node-1", "node-2"])
 def test_proxy_mode(index, cluster, conformance):
-    node = _node(cluster, index)
+    node = _node(cluster, index, "proxy-mode")
     status, body = _get(cluster, node, METRICS_PORT, "/proxyMode")
     answer = (body or "").strip()
     if cluster.mode == "custom":

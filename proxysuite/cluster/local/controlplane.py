@@ -21,11 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from ...modes import KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT
 from .state import ClusterState
 
 APISERVER_PORT = 6443
-PROXY_METRICS_PORT = 10249
-PROXY_HEALTHZ_PORT = 10256
+PROXY_METRICS_PORT = KUBE_PROXY_METRICS_PORT
+PROXY_HEALTHZ_PORT = KUBE_PROXY_HEALTHZ_PORT
 
 # user -> groups; the token file line is `token,user,uid,"groups"`.
 IDENTITIES = {
