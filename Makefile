@@ -2,7 +2,7 @@
 MODE ?= iptables
 PYTEST ?= .venv/bin/pytest
 
-.PHONY: bootstrap conformance test
+.PHONY: bootstrap conformance lint test
 
 bootstrap:
 	bash scripts/bootstrap
@@ -14,3 +14,8 @@ conformance: bootstrap
 ## test: the project's own tests (providers, probes, reports; brings up real local clusters)
 test: bootstrap
 	$(PYTEST) tests -p no:cacheprovider
+
+## lint: ruff and mypy on the library (settings in pyproject.toml, versions in constraints.txt)
+lint: bootstrap
+	.venv/bin/ruff check proxysuite
+	.venv/bin/mypy

@@ -37,3 +37,17 @@ class ProbeError(OSError):
     ``OSError``, so code that treats "the endpoint did not answer" as an observation catches it the same
     way on every provider.
     """
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Raise a one-line :class:`SuiteError` naming the pip extra when one of ``modules`` is not installed.
+
+    The conformance core installs without the perf stack (pandas, Locust, ...) or the kind
+    helpers; the parts that need them call this first instead of failing on an ImportError.
+    """
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise SuiteError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed (proxysuite's '{extra}' extra)",
+                         f"pip install 'proxysuite[{extra}]' (in a checkout: pip install -c constraints.txt -e '.[{extra}]')")

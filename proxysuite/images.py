@@ -167,8 +167,10 @@ def manifest_images(path: str) -> list[ImageRef]:
     with open(path, encoding="utf-8") as fh:
         for doc in yaml.safe_load_all(fh):
             walk(doc)
-    seen: set[str] = set()
-    return [i for i in found if not (i.ref in seen or seen.add(i.ref))]
+    first: dict[str, ImageRef] = {}
+    for i in found:
+        first.setdefault(i.ref, i)
+    return list(first.values())
 
 
 ALL_MODES = tuple(MODES)

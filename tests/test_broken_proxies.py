@@ -19,7 +19,7 @@ import pytest
 
 from proxysuite.cluster.local import components
 
-pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root"), pytest.mark.slow]
+pytestmark = [pytest.mark.live, pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root"), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKEN = ROOT / "tests" / "broken_proxies"

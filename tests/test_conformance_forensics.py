@@ -23,7 +23,7 @@ import pytest
 from proxysuite.cluster.local import provider
 from proxysuite.config import SuiteConfig
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root")
+pytestmark = [pytest.mark.live, pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root")]
 
 CLUSTER = "pstest-conformance"
 

@@ -149,6 +149,7 @@ def local_cluster(request):
     provider.down(cfg, progress=print)
 
 
+@pytest.mark.live
 def test_real_proxy_mode_answers_parse(local_cluster):
     for node in local_cluster.nodes():
         status, body = local_cluster.proxy_http(node.name, 10249, "/proxyMode")
@@ -156,6 +157,7 @@ def test_real_proxy_mode_answers_parse(local_cluster):
         assert parse_proxy_mode(body) == local_cluster.mode
 
 
+@pytest.mark.live
 def test_detect_on_a_real_cluster(local_cluster):
     """The whole chain on real sources: the apiserver's ConfigMaps (none for Cilium or kube-proxy here: the local
     provider runs kube-proxy as a process) and kube-proxy's real /proxyMode answer."""

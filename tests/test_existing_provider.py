@@ -24,7 +24,7 @@ from proxysuite.probes.engine import OK, ProbeRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the local provider (the cluster these tests use) needs root")
+pytestmark = [pytest.mark.live, pytest.mark.skipif(os.geteuid() != 0, reason="the local provider (the cluster these tests use) needs root")]
 
 
 @pytest.fixture(scope="module", params=["iptables", "nftables"])

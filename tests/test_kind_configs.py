@@ -1,6 +1,6 @@
-"""The kind configs in clusters/kind-configs: valid v1alpha4 Cluster objects that say what each mode needs.
+"""The kind configs in proxysuite/data/kind-configs: valid v1alpha4 Cluster objects that say what each mode needs.
 
-The schema (clusters/kind-configs/kind-v1alpha4.schema.json) is written from kind's
+The schema (proxysuite/data/kind-configs/kind-v1alpha4.schema.json) is written from kind's
 ``pkg/apis/config/v1alpha4/types.go`` and ``validate.go``; kind decodes strictly, so an
 unknown field fails here as it would fail ``kind create cluster``.
 """
@@ -18,9 +18,10 @@ import yaml
 from proxysuite import images
 from proxysuite.cluster import kind
 from proxysuite.config import SuiteConfig
+from proxysuite.data import KIND_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "clusters" / "kind-configs"
+CONFIGS = KIND_CONFIGS  # the package data the provider reads, wherever proxysuite is installed
 MODES = ("iptables", "ipvs", "nftables", "cilium", "custom")
 
 

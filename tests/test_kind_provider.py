@@ -24,12 +24,13 @@ import yaml
 from proxysuite import images
 from proxysuite.cluster import kind
 from proxysuite.config import SuiteConfig
+from proxysuite.data import KIND_CONFIGS
 from proxysuite.errors import SuiteError, Unsupported
 from proxysuite.probes.engine import ProbeRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "tests" / "bin"
-CONFIGS = ROOT / "clusters" / "kind-configs"
+CONFIGS = KIND_CONFIGS  # the package data the provider reads, wherever proxysuite is installed
 
 CILIUM_STATUS = """KVStore:                 Disabled
 Kubernetes:              Ok   1.37 (v1.37.0) [linux/amd64]

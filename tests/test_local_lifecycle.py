@@ -40,6 +40,7 @@ def cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProces
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300, **kw)
 
 
+@pytest.mark.live
 def test_cluster_down_leaves_nothing():
     name = "pstest-down"
     before = root_ns_rules()
@@ -58,6 +59,7 @@ def test_cluster_down_leaves_nothing():
     assert root_ns_rules() == before, "the root namespace's rules changed"
 
 
+@pytest.mark.live
 def test_sigkilled_session_is_cleaned_by_the_janitor(tmp_path: Path):
     # A "session" that owns its cluster, then dies without any chance to clean up.
     name = "pstest-crash"
@@ -137,6 +139,7 @@ def test_cidr_clash():
     assert not state_dir("pstest-cidr").exists()
 
 
+@pytest.mark.live
 def test_custom_proxy_command_runs_on_every_node():
     """--mode custom runs the user's proxy in each node namespace; kube-proxy itself stands in as that proxy."""
     from proxysuite.cluster.local import components, provider
@@ -191,6 +194,7 @@ def _removed_run_id(stderr: str, name: str) -> str:
     return line.split("(run ", 1)[1].split(")", 1)[0]
 
 
+@pytest.mark.live
 def test_perf_run_brings_down_the_cluster_it_created(tmp_path: Path):
     name = "pstest-perf"
     proc = cli("perf", "run", "--cluster-name", name, "--scales", "20", "--reports-dir", str(tmp_path), *PERF_SMALL)
@@ -203,6 +207,7 @@ def test_perf_run_brings_down_the_cluster_it_created(tmp_path: Path):
     assert leftovers(_removed_run_id(proc.stderr, name), name) == {"netns": [], "processes": [], "state_dir": False}
 
 
+@pytest.mark.live
 def test_sigterm_during_perf_run_cleans_up(tmp_path: Path):
     name = "pstest-perf-term"
     proc = subprocess.Popen([*CLI, "perf", "run", "--cluster-name", name, "--scales", "3000", "--reports-dir", str(tmp_path),

@@ -19,7 +19,7 @@ from proxysuite.config import SuiteConfig
 from proxysuite.probes.engine import OK, ProbeRequest
 from support import wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root")
+pytestmark = [pytest.mark.live, pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root")]
 
 BACKEND_ARGS = ["netexec", "--http-port=8080", "--udp-port=8081", "--delay-shutdown=60"]
 GRACE = 15  # seconds; netexec's --delay-shutdown keeps the process serving past SIGTERM for the whole period

@@ -620,6 +620,7 @@ def rest(cluster):
     api.close()
 
 
+@pytest.mark.live
 def test_nodes_registered_ready_and_leased(cluster, rest):
     for info in cluster.nodes():
         node = wait_for(f"node {info.name} Ready and untainted", lambda: (
@@ -650,6 +651,7 @@ def _deployment(name: str, replicas: int) -> dict:
                                       readinessProbe={"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1})]}}}}
 
 
+@pytest.mark.live
 def test_pods_run_serve_and_terminate_through_the_api(cluster, rest, namespace):
     from proxysuite.probes.engine import ProbeRequest
 
@@ -705,6 +707,7 @@ def test_pods_run_serve_and_terminate_through_the_api(cluster, rest, namespace):
     assert not rt.netns_exists(rt.pod_netns_name(cluster.state.run_id, vuid)), "the pod netns must be gone"
 
 
+@pytest.mark.live
 def test_unrunnable_image_waits_with_reason(rest, namespace):
     rest("POST", f"/api/v1/namespaces/{namespace}/pods", {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},

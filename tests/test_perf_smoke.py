@@ -23,7 +23,7 @@ from proxysuite.perf.run import delete_namespace, perf_namespace
 from proxysuite.report import compare
 from proxysuite.report.browser import CHROMIUM, check_report
 
-pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root"),
+pytestmark = [pytest.mark.live, pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root"),
               pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[1]

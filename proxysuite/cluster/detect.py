@@ -78,7 +78,7 @@ def kube_proxy_config_text(configmap: dict) -> str:
     for key in ("config.conf", "config.yaml", "kube-proxy-config.yaml", "config"):
         if key in data:
             return data[key]
-    for key, value in data.items():
+    for value in data.values():
         if "KubeProxyConfiguration" in value:
             return value
     raise ValueError(f"ConfigMap has no KubeProxyConfiguration (keys: {', '.join(sorted(data)) or 'none'})")

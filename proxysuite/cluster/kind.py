@@ -12,7 +12,7 @@ What ``up`` does, in order (every command is printed through ``progress``):
    ``--mode cilium``; IPVS needs the host kernel's IPVS (kind nodes share it);
 2. reuses the cluster named ``--cluster-name`` (default ``proxysuite-<mode>``)
    when it exists and was made for the same mode, else renders
-   ``clusters/kind-configs/<mode>.yaml`` (node image for ``--k8s-version``,
+   ``proxysuite/data/kind-configs/<mode>.yaml`` (node image for ``--k8s-version``,
    ``--nodes`` workers) and runs ``kind create cluster``; a cluster it
    created and could not finish is deleted again (unless ``--keep-cluster``);
 3. ``--mode cilium``: ``helm upgrade --install`` Cilium from
@@ -46,7 +46,8 @@ import yaml
 
 from .. import images
 from ..config import SuiteConfig, default_state_root
-from ..errors import ProbeError, SuiteError
+from ..data import KIND_CONFIGS
+from ..errors import ProbeError, SuiteError, require_extra
 from ..modes import require_ipvs_kernel
 from ..probes.engine import Observation, ProbeRequest
 from .base import ClusterEntry, Features, Provider, Vantage
@@ -76,17 +77,19 @@ PROXY_RESTART_TIMEOUT = 120
 # --- files --------------------------------------------------------------------------------------
 
 def configs_dir() -> Path:
-    """``clusters/kind-configs`` of the source tree, or ``PROXYSUITE_KIND_CONFIGS``."""
+    """``PROXYSUITE_KIND_CONFIGS``, else the configs shipped in the package (``proxysuite/data/kind-configs``)."""
     env = os.environ.get("PROXYSUITE_KIND_CONFIGS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "clusters" / "kind-configs"
+    return KIND_CONFIGS
 
 
 def source_config(mode: str) -> Path:
     path = configs_dir() / f"{mode}.yaml"
     if not path.exists():
-        raise SuiteError(f"kind config {path} is missing", "run from a proxysuite source checkout, or set PROXYSUITE_KIND_CONFIGS to its clusters/kind-configs")
+        fix = (f"point PROXYSUITE_KIND_CONFIGS at a folder holding {mode}.yaml, or unset it to use the shipped configs"
+               if os.environ.get("PROXYSUITE_KIND_CONFIGS") else "reinstall proxysuite: its package data lacks the kind configs")
+        raise SuiteError(f"kind config {path} is missing", fix)
     return path
 
 
@@ -242,7 +245,7 @@ def install_cilium(config: SuiteConfig, kubeconfig: str, progress: Progress) -> 
     facts = cilium_from_status(status)
     if not facts.get("kpr"):
         raise SuiteError("Cilium came up without kube-proxy replacement (cilium-dbg status: KubeProxyReplacement is not True)",
-                         "check the values files in clusters/kind-configs/cilium-values (kubeProxyReplacement: true)")
+                         "check the values files in proxysuite/data/kind-configs/cilium-values (kubeProxyReplacement: true)")
     progress("cilium: " + ", ".join(f"{k}={v}" for k, v in sorted(facts.items())))
     return facts
 
@@ -356,6 +359,7 @@ def external_client_spec(config: SuiteConfig) -> dict:
 
 def start_external_client(spec: dict):
     """Start the container with testcontainers (Ryuk reaps it when this process dies); return (container, id, ip)."""
+    require_extra("kind", "testcontainers")
     from testcontainers.core.container import DockerContainer
 
     container = (DockerContainer(spec["image"]).with_name(spec["name"]).with_command(spec["command"])

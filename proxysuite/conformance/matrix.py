@@ -44,8 +44,14 @@ SYMBOL = {"pass": "pass", "fail": "**FAIL**", "impl-as-declared": "impl", "impl-
           "record-only": "record", "skipped": "skip", "error": "**ERROR**"}
 
 
-def key(provider: str, mode: str) -> str:
-    return mode if provider == "local" else f"{mode}@{provider}"
+def key(provider: str, mode: str, variant: str | None = None) -> str:
+    """The column of one run: ``mode``, ``-variant`` when the mode has variants (Cilium's default, maglev,
+    dsr or an overlay file's stem), ``@provider`` unless local. Runs of one mode with different variants
+    must not share a column, or merging them keeps only one."""
+    column = mode
+    if variant:
+        column += "-" + (Path(variant).stem if variant.endswith((".yaml", ".yml")) or os.sep in variant else variant)
+    return column if provider == "local" else f"{column}@{provider}"
 
 
 def part_path(root: Path, run_id: str) -> Path:
@@ -68,18 +74,17 @@ def read_parts(root: Path, run_id: str) -> list[dict]:
     return out
 
 
-def build_run(records: Iterable[dict], provider: str, mode: str, run_id: str) -> dict:
+def build_run(records: Iterable[dict], provider: str, mode: str, run_id: str, variant: str | None = None) -> dict:
+    column = key(provider, mode, variant)
     checks: dict[str, dict] = {}
     for r in records:
         c = checks.setdefault(r["check"], {"capability": r.get("capability", ""), "name": r.get("name", ""), "modes": {}})
-        c["modes"][key(provider, mode)] = {k: r.get(k) for k in ("result", "klass", "expected", "observed", "path", "detail", "reason", "notes", "duration")}
-    return {
-        "schema": SCHEMA,
-        "runs": {key(provider, mode): {"provider": provider, "mode": mode, "run_id": run_id,
-                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                       "counts": _counts(checks, key(provider, mode))}},
-        "checks": checks,
-    }
+        c["modes"][column] = {k: r.get(k) for k in ("result", "klass", "expected", "observed", "path", "detail", "reason", "notes", "duration")}
+    run = {"provider": provider, "mode": mode, "run_id": run_id,
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "counts": _counts(checks, column)}
+    if variant:
+        run["variant"] = variant
+    return {"schema": SCHEMA, "runs": {column: run}, "checks": checks}
 
 
 def _counts(checks: dict, column: str) -> dict:
@@ -147,7 +152,8 @@ def to_markdown(doc: dict) -> str:
     for c in columns:
         r = doc["runs"][c]
         n = r.get("counts", {})
-        lines.append(f"| {c} | {r.get('provider')} | {r.get('mode')} | {r.get('run_id')} | {r.get('finished')} | "
+        mode = f"{r.get('mode')} ({r['variant']})" if r.get("variant") else r.get("mode")
+        lines.append(f"| {c} | {r.get('provider')} | {mode} | {r.get('run_id')} | {r.get('finished')} | "
                      f"{n.get('pass', 0)} | {n.get('fail', 0)} | {n.get('impl-as-declared', 0)} | "
                      f"{n.get('impl-other-alternative', 0)} | {n.get('record-only', 0)} | {n.get('skipped', 0)} | {n.get('error', 0)} |")
     by_cap: dict[str, list[str]] = {}
@@ -192,13 +198,13 @@ def _sweep_parts(root: Path, keep: str, max_age: float = 86400) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def finish_run(root: Path, run_id: str, provider: str, mode: str) -> tuple[Path, Path] | None:
+def finish_run(root: Path, run_id: str, provider: str, mode: str, variant: str | None = None) -> tuple[Path, Path] | None:
     _sweep_parts(root, run_id)
     records = read_parts(root, run_id)
     if not records:
         return None
-    doc = build_run(records, provider, mode, run_id)
-    return write_outputs(root, doc, key(provider, mode))
+    doc = build_run(records, provider, mode, run_id, variant)
+    return write_outputs(root, doc, key(provider, mode, variant))
 
 
 def main(argv: list[str] | None = None) -> int:

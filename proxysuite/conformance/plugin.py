@@ -49,11 +49,16 @@ SECTION_LIMIT = 6000
 
 
 def _settings(config: pytest.Config) -> dict:
-    """provider, mode, run_id, reports_dir of this session (the core plugin's one SuiteConfig)."""
+    """provider, mode, variant, run_id, reports_dir of this session (the core plugin's one SuiteConfig)."""
     from ..plugin import suite_config_of
 
     cfg = suite_config_of(config)
-    return {"provider": cfg.provider, "mode": cfg.mode, "run_id": cfg.run_id, "reports_dir": Path(cfg.reports_dir)}
+    variant = None
+    if cfg.mode == "cilium":  # its variants (maglev, dsr, ...) are separate matrix columns
+        from ..cluster.kind import cilium_variant
+
+        variant = cilium_variant(cfg)
+    return {"provider": cfg.provider, "mode": cfg.mode, "variant": variant, "run_id": cfg.run_id, "reports_dir": Path(cfg.reports_dir)}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -253,7 +258,7 @@ def _attach(forensics: Forensics, report) -> Path | None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = _settings(session.config)
     try:
-        out = mx.finish_run(s["reports_dir"] / "matrix", s["run_id"], s["provider"], s["mode"])
+        out = mx.finish_run(s["reports_dir"] / "matrix", s["run_id"], s["provider"], s["mode"], s["variant"])
     except Exception as exc:  # noqa: BLE001
         print(f"[proxysuite] could not write the conformance matrix: {exc}")
         return

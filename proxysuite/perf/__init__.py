@@ -5,3 +5,7 @@ rows, ``perf.frames`` stamps them with run metadata and writes Parquet/CSV under
 ``reports/``, and ``proxysuite.report`` turns one or more runs into the
 compare-modes report.
 """
+
+from ..errors import require_extra
+
+require_extra("perf", "pandas", "numpy", "pyarrow", "locust", "hdrh", "psutil", "prometheus_client")

@@ -107,7 +107,8 @@ def check_report(html: Path, screenshot: Path | None = None, chromium: str = CHR
         end = time.monotonic() + timeout
         while not (port_file.exists() and port_file.read_text().strip()):
             if proc.poll() is not None:
-                raise RuntimeError(f"{chromium} exited with {proc.returncode}: {proc.stderr.read().decode(errors='replace')[-1000:]}")
+                stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise RuntimeError(f"{chromium} exited with {proc.returncode}: {stderr[-1000:]}")
             if time.monotonic() > end:
                 raise TimeoutError(f"{chromium} did not open its DevTools port within {timeout:.0f}s")
             time.sleep(0.05)

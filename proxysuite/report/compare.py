@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..perf import catalogue as C
@@ -284,7 +283,7 @@ META_FIELDS = ("kubernetes_version", "proxy_mode_reported", "proxy_minSyncPeriod
                "iptables_version", "iptables_backend", "nft_version", "generator_cpus", "scales", "endpoints_per_service")
 
 
-def build(results: list[str], out: Path, baseline: list[str] | None = None, tolerance: float = DEFAULT_TOLERANCE,
+def build(results: list[str | os.PathLike], out: Path, baseline: list[str | os.PathLike] | None = None, tolerance: float = DEFAULT_TOLERANCE,
           title: str = "proxysuite: Service proxy modes compared") -> dict:
     all_df, metas = load(results)
     all_df.attrs["metas"] = metas

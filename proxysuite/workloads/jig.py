@@ -361,7 +361,12 @@ class ServiceJig:
         if kind in ("nodeport", "nodeport-localhost"):
             if not p.get("nodePort"):
                 raise Unsupported(f"service {name} has no nodePort", "use type NodePort or LoadBalancer")
-            host = "127.0.0.1" if kind == "nodeport-localhost" else self.node_ip(node)
+            if kind == "nodeport-localhost":
+                host = "127.0.0.1"
+            elif node is None:
+                raise ValueError(f"a nodeport target of {name} needs node=, the node whose IP to dial")
+            else:
+                host = self.node_ip(node)
             return Target(kind, host, p["nodePort"], proto, node=node, service=name)
         if kind == "lb":
             svc_now = self.get_service(name)
@@ -390,7 +395,7 @@ class ServiceJig:
 
     def unallocated_cluster_ip(self, near: str) -> str:
         """An address next to an allocated cluster IP (so inside the service range) that no Service holds."""
-        taken = set()
+        taken: set[str] = set()
         for s in self.core.list_service_for_all_namespaces().items:
             spec = self.core.api_client.sanitize_for_serialization(s).get("spec") or {}
             taken.update(ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None")

@@ -1,6 +1,6 @@
 """Build and cache the pinned components the local provider runs.
 
-``clusters/local/go.mod`` pins Kubernetes (and, through it, etcd); this module
+``proxysuite/data/components/go.mod`` (package data) pins Kubernetes (and, through it, etcd); this module
 builds kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy,
 etcd and agnhost from it, statically, and caches the binaries under
 ``~/.cache/proxysuite/components/<version>-<go.mod hash>/``. A second run with
@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Callable
 
 from ...config import default_cache_root
+from ...data import COMPONENTS_MODULE
 from ...errors import SuiteError
 
-# binary name -> Go package (all resolved through clusters/local/go.mod)
+# binary name -> Go package (all resolved through proxysuite/data/components/go.mod)
 PACKAGES = {
     "etcd": "go.etcd.io/etcd/server/v3",
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
@@ -44,7 +45,7 @@ def module_dir() -> Path:
     env = os.environ.get("PROXYSUITE_COMPONENTS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "clusters" / "local"
+    return COMPONENTS_MODULE
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,12 @@ def read_pins(mod: Path | None = None) -> Pins:
     mod = mod or module_dir()
     gomod = mod / "go.mod"
     if not gomod.exists():
-        raise SuiteError(f"{gomod} is missing", "run from a proxysuite checkout or set PROXYSUITE_COMPONENTS_DIR")
+        raise SuiteError(f"{gomod} is missing", "reinstall proxysuite (the package ships it), or point PROXYSUITE_COMPONENTS_DIR at a folder with go.mod and go.sum")
     text = gomod.read_text()
     k8s = re.search(r"k8s\.io/kubernetes (v[0-9][^\s]*)", text)
     go = re.search(r"^go (\d+\.\d+)", text, re.M)
     if not k8s or not go:
-        raise SuiteError(f"{gomod} does not pin k8s.io/kubernetes and a go version", "restore clusters/local/go.mod from git")
+        raise SuiteError(f"{gomod} does not pin k8s.io/kubernetes and a go version", f"restore {gomod} from git or reinstall proxysuite")
     h = hashlib.sha256(text.encode())
     gosum = mod / "go.sum"
     if gosum.exists():
