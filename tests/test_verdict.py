@@ -270,7 +270,6 @@ def test_record_only_declarations_say_what_is_unknown():
 
 
 # --- the plugin: a check must judge something ------------------------------------------------------
-pytest_plugins = ["pytester"]
 
 
 def test_a_check_that_judges_nothing_fails(pytester):
