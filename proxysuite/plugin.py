@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +59,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.import_plugin("proxysuite.conformance.plugin")
     # pytest then unwinds fixtures and sessionfinish runs, as on Ctrl-C.
     sigterm_as_interrupt()
+    _venv_bin_on_path()
+
+
+def _venv_bin_on_path() -> None:
+    """Put the venv's bin directory first on PATH, as activating the venv would, when it holds kubectl.
+
+    scripts/bootstrap links the kubectl built with the local components there: the tests and the
+    existing provider then use a kubectl of the local cluster's own version, also on a machine that
+    has none of its own.
+    """
+    venv_bin = Path(sys.executable).parent
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if (venv_bin / "kubectl").exists() and str(venv_bin) not in path:
+        os.environ["PATH"] = os.pathsep.join([str(venv_bin), *path])
 
 
 def _option_values(config: pytest.Config) -> dict:
