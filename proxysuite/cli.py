@@ -6,6 +6,7 @@
     proxysuite cluster env    [...]        # prints `export KUBECONFIG=...`
     proxysuite janitor        [--all]      # removes what crashed runs left behind
     proxysuite images         [--mode M]   # every image the suite pulls (for air-gapped preloading)
+    proxysuite kind setup-engine | build-node-image | stop-engine   # kind where it is missing
     proxysuite perf run       [cluster options] [--scales 100,1k,5k,10k] ...   # the perf sweep outside pytest
     proxysuite report compare-modes RESULTS... [-o DIR]
 
@@ -68,6 +69,9 @@ def cmd_janitor(args: argparse.Namespace) -> int:
     from .cluster.local import provider
 
     provider.janitor(progress=_progress, everything=args.all)
+    from .cluster.kindsetup import engine
+
+    engine.janitor(progress=_progress, everything=args.all)
     return 0
 
 
@@ -109,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--k8s-version", default=DEFAULT_K8S_VERSION, help="picks the kind node image")
     sub.add_parser("report", help="reports: `proxysuite report compare-modes RESULTS... [-o DIR]`", add_help=False)
     sub.add_parser("perf", help="perf sweep outside pytest: `proxysuite perf run --mode M --scales 100,1k,5k,10k`", add_help=False)
+    from .cluster.kindsetup import cli as kind_cli
+
+    kind_cli.add_parser(sub)
     return ap
 
 
@@ -128,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_images(args)
         if args.command == "perf":
             return cmd_perf(args, rest)
+        if args.command == "kind":
+            from .cluster.kindsetup import cli as kind_cli
+
+            return kind_cli.run(args)
         return cmd_report(args, rest)
     except Unsupported as exc:
         print(f"proxysuite: unsupported here: {exc}", file=sys.stderr)
