@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     se = acts.add_parser("setup-engine", help="install Debian's docker.io and kind when missing; start the suite's "
                          "engine (own network namespace) when no engine answers; fix privileged containers")
     se.add_argument("--no-install", action="store_true", help="never run apt-get or go install; fail naming what is missing")
+    acts.add_parser("build-node-image", help="build a kind node image for the pinned Kubernetes from Debian packages and "
+                    "Go modules only (no registry); prints the image reference (cached by content)")
     st = acts.add_parser("stop-engine", help="stop the suite's own Docker engine (never an engine it did not start)")
     st.add_argument("--force", action="store_true", help="also remove the containers (kind nodes) still on it")
     st.add_argument("--purge", action="store_true", help="also remove its data root: every image and container on it")
@@ -30,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"export DOCKER_HOST={eng.docker_host}")
         if kind is not None:
             print(f"export PATH={kind.parent}:$PATH")
+        return 0
+    if args.kind_action == "build-node-image":
+        from . import nodeimage
+
+        engine.adopt()
+        print(nodeimage.build(_progress))
         return 0
     if args.kind_action == "stop-engine":
         if not engine.stop_engine(_progress, force=args.force, purge=args.purge):

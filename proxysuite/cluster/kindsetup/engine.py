@@ -35,7 +35,7 @@ Everything carries the engine's run id: the namespace name, the ``dockerd`` proc
 directory); ``janitor --all`` stops the engine, removes its containers, networks and images with its data.
 
 kubectl reaches a kind cluster on this engine through a loopback relay (the apiserver's published port
-lives in the engine's namespace); see :mod:`.relay`.
+lives in the engine's namespace); see :mod:`.hooks`.
 """
 
 from __future__ import annotations
@@ -513,6 +513,7 @@ def stop_engine(progress: Progress = print, force: bool = False, purge: bool = F
         if names:
             progress(f"removing {len(names)} container(s) of the suite's engine: {', '.join(names)}")
             _docker(rec.docker_host, "rm", "-f", "-v", *names, check=False, timeout=300)
+        _stop_relays(lambda cluster: True)
         progress(f"stopping the suite's Docker engine (pid {rec.pid})")
         os.kill(rec.pid, signal.SIGTERM)
         deadline = time.monotonic() + ENGINE_STOP_TIMEOUT
@@ -530,7 +531,11 @@ def clean_dead_engine(progress: Progress = print) -> None:
     """Remove what a dead suite engine left: its namespace (and processes in it), run directory, record."""
     rec = EngineRecord.load()
     if rec and _pid_alive(rec.pid):
+        names = set(engine_containers(rec.docker_host)) if server_version(rec.docker_host) else None
+        if names is not None:
+            _stop_relays(lambda cluster: f"{cluster}-control-plane" not in names)
         return
+    _stop_relays(lambda cluster: True)
     for ns in _our_namespaces():
         for pid in _pids_in_netns(ns):
             try:
@@ -543,6 +548,14 @@ def clean_dead_engine(progress: Progress = print) -> None:
         subprocess.run(["umount", "-R", "-l", str(RUN_DIR / "exec")], capture_output=True)
         shutil.rmtree(RUN_DIR, ignore_errors=True)
     (engine_dir() / "engine.json").unlink(missing_ok=True)
+
+
+def _stop_relays(which: Callable[[str], bool]) -> None:
+    from . import hooks
+
+    for cluster in hooks.relays():
+        if which(cluster):
+            hooks.stop_relay(cluster)
 
 
 def _our_namespaces() -> list[str]:
