@@ -14,12 +14,13 @@ declare -A WANT=(
   [vm/overcommit_memory]=1 [vm/panic_on_oom]=0 [kernel/panic]=10 [kernel/panic_on_oops]=1
   [kernel/keys/root_maxkeys]=1000000 [kernel/keys/root_maxbytes]=25000000
 )
-mkdir -p /kind/shielded-sysctls
+SHIELD_DIR="${PROXYSUITE_SHIELD_DIR:-/kind/shielded-sysctls}"
+mkdir -p "${SHIELD_DIR}"
 for key in "${!WANT[@]}"; do
   file="/proc/sys/${key}"
   [[ -e "${file}" ]] || continue
   if [[ "$(cat "${file}")" != "${WANT[${key}]}" ]]; then
-    fake="/kind/shielded-sysctls/${key//\//.}"
+    fake="${SHIELD_DIR}/${key//\//.}"
     echo "${WANT[${key}]}" >"${fake}"
     mount --bind "${fake}" "${file}" && echo "INFO: proxysuite: shielded ${key}" >&2
   fi

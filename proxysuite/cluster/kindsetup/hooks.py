@@ -48,6 +48,30 @@ def adjust_config(doc: dict, node_image: str) -> dict:
     return doc
 
 
+def use_node_image_workloads(cluster: str, progress: Progress) -> None:
+    """On a node image built here, client and backend pods use the images preloaded in it (no registry).
+
+    Sets ``PROXYSUITE_CLIENT_IMAGE`` / ``PROXYSUITE_BACKEND_IMAGE`` unless you set them, and disables
+    testcontainers' reaper, whose image cannot be pulled either (``down`` removes the external client by label).
+    """
+    from .nodeimage import BACKEND_LABEL, CLIENT_LABEL
+
+    proc = subprocess.run(["docker", "inspect", "--format", "{{json .Config.Labels}}", f"{cluster}-control-plane"],
+                          capture_output=True, text=True)
+    try:
+        labels = json.loads(proc.stdout) or {}
+    except ValueError:
+        return
+    if CLIENT_LABEL not in labels:
+        return
+    for env, label in (("PROXYSUITE_CLIENT_IMAGE", CLIENT_LABEL), ("PROXYSUITE_BACKEND_IMAGE", BACKEND_LABEL)):
+        if not os.environ.get(env):
+            os.environ[env] = labels[label]
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    progress(f"node image built here: client pods use {os.environ['PROXYSUITE_CLIENT_IMAGE']}, backends "
+             f"{os.environ['PROXYSUITE_BACKEND_IMAGE']} (preloaded; no registry)")
+
+
 def _relay_dir() -> Path:
     return engine.engine_dir() / "relays"
 
@@ -60,6 +84,7 @@ def _port_open(port: int) -> bool:
 
 def after_kubeconfig(cluster: str, kubeconfig: str, progress: Progress) -> int | None:
     """Relay the cluster's apiserver port to the root namespace when the cluster runs on the suite's engine."""
+    use_node_image_workloads(cluster, progress)
     rec = engine.running_suite_engine()
     if rec is None or os.environ.get("DOCKER_HOST") != rec.docker_host:
         return None

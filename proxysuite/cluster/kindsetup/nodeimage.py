@@ -61,6 +61,8 @@ KIND_LINKS = {  # where kind's base image puts its own builds -> Debian's packag
     "usr/local/sbin/runc": "/usr/sbin/runc",
 }
 CNI_PLUGINS = ("ptp", "host-local", "loopback", "portmap", "bridge")
+CLIENT_LABEL = "proxysuite.io/client-image"
+BACKEND_LABEL = "proxysuite.io/backend-image"
 IMPORT_TIMEOUT = 900
 """Seconds for containerd in the build container to import every component image (about 300 MB)."""
 
@@ -195,9 +197,14 @@ class Builder:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+def test_images(key: str) -> dict[str, str]:
+    """The suite's own workload images in this node image: python3 clients and agnhost backends."""
+    return {"client": f"proxysuite.local/client:{key}", "backend": f"proxysuite.local/agnhost:{key}"}
+
+
 def component_images(b: Builder, pins: components.Pins, versions: dict[str, str], sandbox: str, key: str,
-                     bins: dict[str, Path], proxy_rootfs: Path, pause: Path, coredns: Path) -> list[str]:
-    """Import every image kubeadm and the CNI need; returns their references."""
+                     bins: dict[str, Path], proxy_rootfs: Path, client_rootfs: Path, pause: Path, coredns: Path) -> list[str]:
+    """Import every image kubeadm, the CNI and the suite's workloads need; returns their references."""
     v = pins.kubernetes
     refs: list[str] = []
     path_env = "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
@@ -235,6 +242,14 @@ def component_images(b: Builder, pins: components.Pins, versions: dict[str, str]
     b.build_from(base, ref, ["COPY kubectl proxysuite-cni /usr/local/bin/"],
                  {"kubectl": bins["kubectl"], "proxysuite-cni": engine.node_source_dir() / "cni.sh"})
     refs.append(ref)
+    tests = test_images(key)
+    b.progress(f"image {tests['backend']} (agnhost, built with the local provider's components)")
+    b.import_tar(engine.single_binary_tar({"agnhost": bins["agnhost"]}, ("tmp", "etc")), tests["backend"], ['ENTRYPOINT ["/agnhost"]'])
+    refs.append(tests["backend"])
+    if not b.has_image(tests["client"]):
+        b.progress(f"image {tests['client']} (python3 for the probe engine; {client_rootfs.stat().st_size >> 20} MiB)")
+        b.import_tar(client_rootfs, tests["client"], [path_env])
+    refs.append(tests["client"])
     return refs
 
 
@@ -322,13 +337,15 @@ def build(progress: Progress = print, docker_host: str | None = None) -> str:
 
     node_tar = rootfs.build("node", rootfs.NODE_PACKAGES, progress)
     proxy_tar = rootfs.build("proxy", rootfs.PROXY_PACKAGES, progress)
+    client_tar = rootfs.build("client", rootfs.CLIENT_PACKAGES, progress)
     kube = kube_binaries(pins, progress)
     comps = components.ensure(pins.kubernetes, progress=progress)
     coredns = coredns_binary(versions["coredns"], progress)
     pause = engine.pause_binary(progress)
 
     node = engine.node_source_dir()
-    inputs = [node_tar, proxy_tar, *kube.values(), *(comps[n] for n in (*SERVER_COMPONENTS, "kube-proxy", "etcd")), coredns, pause,
+    inputs = [node_tar, proxy_tar, client_tar, *kube.values(),
+              *(comps[n] for n in (*SERVER_COMPONENTS, "kube-proxy", "etcd", "agnhost")), coredns, pause,
               node / "proxysuite-shield.sh", node / "cni.sh", node / "default-cni.yaml", Path(__file__),
               *sorted(p for p in (kind_dir / "images/base/files").rglob("*") if p.is_file())]
     progress(f"hashing {len(inputs)} inputs ...")
@@ -340,7 +357,7 @@ def build(progress: Progress = print, docker_host: str | None = None) -> str:
             progress(f"node image {ref} is up to date")
             return ref
         bins = {**comps, **kube}
-        refs = component_images(b, pins, versions, sandbox, key, bins, proxy_tar, pause, coredns)
+        refs = component_images(b, pins, versions, sandbox, key, bins, proxy_tar, client_tar, pause, coredns)
 
         progress(f"unpacking the node rootfs ({node_tar.stat().st_size >> 20} MiB) and laying kind {engine.KIND_VERSION}'s base files over it")
         tree = b.scratch / "rootfs"
@@ -382,7 +399,8 @@ def build(progress: Progress = print, docker_host: str | None = None) -> str:
         finally:
             b.docker("rm", "-f", name, what="removing the build container")
         # STOPSIGNAL cannot be given to import/commit on engine 20.10; a one-line build can.
-        b.build_from(committed, ref, ["STOPSIGNAL SIGRTMIN+3"], {})
+        tests = test_images(key)
+        b.build_from(committed, ref, ["STOPSIGNAL SIGRTMIN+3", f"LABEL {CLIENT_LABEL}={tests['client']} {BACKEND_LABEL}={tests['backend']}"], {})
         for tmp_ref in (committed, base):
             subprocess.run(["docker", "-H", host, "rmi", tmp_ref], capture_output=True)
         progress(f"node image {ref} built in {time.monotonic() - started:.0f}s")

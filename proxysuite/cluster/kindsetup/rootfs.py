@@ -35,6 +35,9 @@ NODE_PACKAGES = (
 PROXY_PACKAGES = ("iptables", "nftables", "conntrack", "ipset", "kmod", "iproute2")
 """kube-proxy's image: the rule tools each proxy mode runs."""
 
+CLIENT_PACKAGES = ("python3", "iproute2", "procps")
+"""The suite's client pods and external client: the probe engine needs python3 (stdlib only)."""
+
 
 def debian_mirror() -> str:
     """The first Debian mirror apt uses on this machine (deb822 ``.sources`` or ``sources.list``)."""
@@ -86,29 +89,34 @@ def build(name: str, packages: tuple[str, ...], progress: Progress) -> Path:
     if out.exists():
         return out
     work = out.with_suffix(".d")
-    if work.exists():
-        _unmount_below(work)
-        shutil.rmtree(work)
+    done = work / ".proxysuite-configured"
     out.parent.mkdir(parents=True, exist_ok=True)
-    before = _watched()
     started = time.monotonic()
-    progress(f"debootstrap {SUITE} ({name}: {len(packages)} packages) from {mirror}, stage 1 of 2 (download, unpack) ...")
-    try:
-        _run(["nice", "-n", "10", "debootstrap", "--foreign", "--variant=minbase", f"--include={','.join(packages)}",
-              SUITE, str(work), mirror], "debootstrap (stage 1)")
-        policy = work / "usr/sbin/policy-rc.d"
-        policy.write_text("#!/bin/sh\n# proxysuite: no service may start while the image is made\nexit 101\n")
-        policy.chmod(0o755)
-        progress(f"debootstrap stage 2 of 2 (configure) after {time.monotonic() - started:.0f}s ...")
-        _run(["nice", "-n", "10", "chroot", str(work), "/debootstrap/debootstrap", "--second-stage"], "debootstrap (stage 2)")
-    finally:
-        _unmount_below(work)
-        changed = _undo(before, progress)
-    if changed:
-        shutil.rmtree(work, ignore_errors=True)
-        raise SuiteError(f"building the {name} rootfs changed the machine's {', '.join(changed)} (restored)",
-                         "report this: a package script ran a service despite policy-rc.d")
-    policy.unlink()
+    if not done.exists():
+        if work.exists():
+            _unmount_below(work)
+            shutil.rmtree(work)
+        before = _watched()
+        progress(f"debootstrap {SUITE} ({name}: {len(packages)} packages) from {mirror}, stage 1 of 2 (download, unpack) ...")
+        try:
+            _run(["nice", "-n", "10", "debootstrap", "--foreign", "--variant=minbase", f"--include={','.join(packages)}",
+                  SUITE, str(work), mirror], "debootstrap (stage 1)")
+            policy = work / "usr/sbin/policy-rc.d"
+            policy.write_text("#!/bin/sh\n# proxysuite: no service may start while the image is made\nexit 101\n")
+            policy.chmod(0o755)
+            progress(f"debootstrap stage 2 of 2 (configure) after {time.monotonic() - started:.0f}s ...")
+            _run(["nice", "-n", "10", "chroot", str(work), "/debootstrap/debootstrap", "--second-stage"], "debootstrap (stage 2)")
+        finally:
+            _unmount_below(work)
+            changed = _undo(before, progress)
+        if changed:
+            shutil.rmtree(work, ignore_errors=True)
+            raise SuiteError(f"building the {name} rootfs changed the machine's {', '.join(changed)} (restored)",
+                             "report this: a package script ran a service despite policy-rc.d")
+        done.touch()
+    # The second stage may have replaced it; either way the image must not keep refusing service starts.
+    (work / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
+    done.unlink()
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for f in (work / junk).glob("*"):
             if f.is_file():
