@@ -6,7 +6,10 @@
 #    from what it wants, and fails to start when a write fails. Each one that differs gets a file holding
 #    kubelet's value bind-mounted over it, in this node's mount namespace only: kubelet reads its value and
 #    writes nothing; the machine keeps its own.
-# 2. systemd-sysctl is masked in this image (it would apply Debian's fs.protected_* and kernel.* defaults to the
+# 2. systemd (PID 1 of the node) raises fs.file-max to LONG_MAX and fs.nr_open at boot, unconditionally
+#    (bump_file_max_and_nr_open). Each gets a file holding the machine's current value bind-mounted over it:
+#    systemd's write lands in that file. (Found by comparing the machine's sysctls around a node's boot.)
+# 3. systemd-sysctl is masked in this image (it would apply Debian's fs.protected_* and kernel.* defaults to the
 #    machine); the per-namespace net.* settings kind ships in /etc/sysctl.d are applied here instead.
 set -uo pipefail
 
@@ -24,6 +27,14 @@ for key in "${!WANT[@]}"; do
     echo "${WANT[${key}]}" >"${fake}"
     mount --bind "${fake}" "${file}" && echo "INFO: proxysuite: shielded ${key}" >&2
   fi
+done
+
+for key in fs/file-max fs/nr_open; do
+  file="/proc/sys/${key}"
+  [[ -e "${file}" ]] || continue
+  fake="${SHIELD_DIR}/${key//\//.}"
+  cat "${file}" >"${fake}"
+  mount --bind "${fake}" "${file}" && echo "INFO: proxysuite: shielded ${key}" >&2
 done
 
 for conf in /etc/sysctl.d/*.conf; do

@@ -18,8 +18,8 @@ VOLATILE = re.compile(
 """Counters and random values that change by themselves."""
 
 WATCHED = ("kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory", "fs.protected_regular",
-           "fs.protected_fifos", "fs.protected_hardlinks", "fs.protected_symlinks")
-"""The settings kubelet or a node's systemd-sysctl are known to write."""
+           "fs.protected_fifos", "fs.protected_hardlinks", "fs.protected_symlinks", "fs.file-max", "fs.nr_open")
+"""The settings kubelet, a node's systemd (fs.file-max, fs.nr_open) or its systemd-sysctl are known to write."""
 
 
 def sysctls() -> dict[str, str]:

@@ -257,7 +257,8 @@ def cni_image(key: str) -> str:
     return f"proxysuite.local/cni:{key}"
 
 
-def prepare_node_rootfs(tree: Path, kind_dir: Path, bins: dict[str, Path], cni_ref: str, progress: Progress) -> None:
+def prepare_node_rootfs(tree: Path, kind_dir: Path, bins: dict[str, Path], cni_ref: str, progress: Progress,
+                        k8s_version: str = "") -> None:
     """kind's base files and the base Dockerfile's steps, on an unpacked node rootfs (chroot, no network)."""
     files = kind_dir / "images/base/files"
     for src in files.rglob("*"):
@@ -280,6 +281,8 @@ def prepare_node_rootfs(tree: Path, kind_dir: Path, bins: dict[str, Path], cni_r
     if '\nexec "$@"' not in text:
         raise SuiteError("kind's entrypoint no longer ends with exec \"$@\"", "update nodeimage.py for this kind version")
     entry.write_text(text.replace('\nexec "$@"', '\n/kind/bin/proxysuite-shield.sh\nexec "$@"', 1))
+    # kind reads the node's Kubernetes version here to pick its kubeadm config templates.
+    (tree / "kind/version").write_text(k8s_version + "\n")
     (tree / "kind/manifests").mkdir(parents=True, exist_ok=True)
     (tree / "kind/manifests/default-cni.yaml").write_text((node / "default-cni.yaml").read_text().replace("@CNI_IMAGE@", cni_ref))
     # containerd: this machine cannot lower oom_score_adj (no CAP_SYS_RESOURCE), so restrict it to raising.
@@ -363,7 +366,7 @@ def build(progress: Progress = print, docker_host: str | None = None) -> str:
         tree = b.scratch / "rootfs"
         tree.mkdir()
         _sh(_nice(["tar", "--numeric-owner", "-xf", str(node_tar), "-C", str(tree)]), "unpacking the node rootfs")
-        prepare_node_rootfs(tree, kind_dir, {n: kube[n] for n in KUBE_BINARIES}, cni_image(key), progress)
+        prepare_node_rootfs(tree, kind_dir, {n: kube[n] for n in KUBE_BINARIES}, cni_image(key), progress, pins.kubernetes)
         base = f"proxysuite/kind-node-base:{key}"
         progress(f"importing the node rootfs as {base}")
         tar = b.scratch / "node.tar"
