@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -338,13 +339,16 @@ def build(progress: Progress = print, docker_host: str | None = None) -> str:
     versions = kubeadm_image_versions(k8s_dir)
     sandbox = kind_sandbox_image(kind_dir)
 
-    node_tar = rootfs.build("node", rootfs.NODE_PACKAGES, progress)
-    proxy_tar = rootfs.build("proxy", rootfs.PROXY_PACKAGES, progress)
-    client_tar = rootfs.build("client", rootfs.CLIENT_PACKAGES, progress)
-    kube = kube_binaries(pins, progress)
-    comps = components.ensure(pins.kubernetes, progress=progress)
-    coredns = coredns_binary(versions["coredns"], progress)
-    pause = engine.pause_binary(progress)
+    # debootstrap waits on the mirror and the disk, the Go builds on the CPU: run them side by side.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        trees = pool.submit(lambda: [rootfs.build(name, packages, progress) for name, packages in
+                                     (("node", rootfs.NODE_PACKAGES), ("proxy", rootfs.PROXY_PACKAGES),
+                                      ("client", rootfs.CLIENT_PACKAGES))])
+        kube = kube_binaries(pins, progress)
+        comps = components.ensure(pins.kubernetes, progress=progress)
+        coredns = coredns_binary(versions["coredns"], progress)
+        pause = engine.pause_binary(progress)
+        node_tar, proxy_tar, client_tar = trees.result()
 
     node = engine.node_source_dir()
     inputs = [node_tar, proxy_tar, client_tar, *kube.values(),
