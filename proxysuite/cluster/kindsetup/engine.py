@@ -112,6 +112,9 @@ class EngineRecord:
     started: float
     wrapper: bool = False
     """True when the runc wrapper is the engine's default runtime."""
+    lib_modules_existed: bool = True
+    """kind bind-mounts the machine's /lib/modules into nodes; where there is none, dockerd creates it (empty)
+    on the machine, and stopping the engine removes it again."""
 
     @classmethod
     def load(cls) -> "EngineRecord | None":
@@ -412,7 +415,7 @@ def start_engine(progress: Progress) -> EngineRecord:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, ENGINE_ID_ENV: run_id}, close_fds=True)
     rec = EngineRecord(run_id=run_id, pid=proc.pid, netns=ns, docker_host=suite_docker_host(), data_root=str(data),
-                       started=time.time())
+                       started=time.time(), lib_modules_existed=os.path.exists("/lib/modules"))
     rec.save()
     deadline = time.monotonic() + ENGINE_START_TIMEOUT
     while time.monotonic() < deadline:
@@ -522,6 +525,9 @@ def stop_engine(progress: Progress = print, force: bool = False, purge: bool = F
         if _pid_alive(rec.pid):
             os.kill(rec.pid, signal.SIGKILL)
     clean_dead_engine(progress)
+    if not rec.lib_modules_existed and os.path.isdir("/lib/modules") and not os.listdir("/lib/modules"):
+        os.rmdir("/lib/modules")
+        progress("removed the empty /lib/modules dockerd created for kind's nodes")
     if purge:
         _purge_data(progress)
     return True
