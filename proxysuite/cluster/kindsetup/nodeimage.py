@@ -294,6 +294,12 @@ def prepare_node_rootfs(tree: Path, kind_dir: Path, bins: dict[str, Path], cni_r
         link.parent.mkdir(parents=True, exist_ok=True)
         link.unlink(missing_ok=True)
         link.symlink_to(target)
+    # Privileged pods (kube-proxy) ask the node's runc for every capability; the node's bounding set lacks
+    # what the machine's lacks. The same wrapper as the engine's sits where kind puts runc (first on PATH).
+    wrapper = tree / "usr/local/sbin/runc"
+    wrapper.unlink()
+    wrapper.write_text((Path(engine.__file__).with_name("runc-wrapper.sh")).read_text().replace("@REAL_RUNC@", "/usr/sbin/runc"))
+    wrapper.chmod(0o755)
     (tree / "opt/cni/bin").mkdir(parents=True, exist_ok=True)
     for p in CNI_PLUGINS:
         link = tree / "opt/cni/bin" / p
@@ -354,6 +360,7 @@ def build(progress: Progress = print, docker_host: str | None = None) -> str:
     inputs = [node_tar, proxy_tar, client_tar, *kube.values(),
               *(comps[n] for n in (*SERVER_COMPONENTS, "kube-proxy", "etcd", "agnhost")), coredns, pause,
               node / "proxysuite-shield.sh", node / "cni.sh", node / "default-cni.yaml", Path(__file__),
+              Path(engine.__file__).with_name("runc-wrapper.sh"),
               *sorted(p for p in (kind_dir / "images/base/files").rglob("*") if p.is_file())]
     progress(f"hashing {len(inputs)} inputs ...")
     key = hashlib.sha256(f"{FORMAT}\n{versions}\n{sandbox}\n{_sha_files(inputs)}".encode()).hexdigest()[:12]
