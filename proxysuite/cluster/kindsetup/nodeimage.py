@@ -418,9 +418,21 @@ def build(progress: Progress = print, docker_host: str | None = None) -> str:
         for tmp_ref in (committed, base):
             subprocess.run(["docker", "-H", host, "rmi", tmp_ref], capture_output=True)
         progress(f"node image {ref} built in {time.monotonic() - started:.0f}s")
+        _remove_superseded(host, key, progress)
         return ref
     finally:
         b.close()
+
+
+def _remove_superseded(host: str, key: str, progress: Progress) -> None:
+    """Images of earlier builds (other content hashes); one still used by a container stays."""
+    out = subprocess.run(["docker", "-H", host, "images", "--filter", f"label={engine.BUILT_LABEL}", "--format",
+                          "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True).stdout.split()
+    ours = (IMAGE_REPO, "proxysuite/kind-proxy-base", "proxysuite.local/cni", "proxysuite.local/client", "proxysuite.local/agnhost")
+    old = [r for r in out if r.rsplit(":", 1)[0] in ours and not r.endswith(key)]
+    removed = [r for r in old if subprocess.run(["docker", "-H", host, "rmi", r], capture_output=True).returncode == 0]
+    if removed:
+        progress(f"removed {len(removed)} image(s) of earlier builds")
 
 
 def kind_config_patches() -> dict:
