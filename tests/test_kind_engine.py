@@ -11,9 +11,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from proxysuite.cluster.kindsetup import engine, hostcheck
 
@@ -152,3 +155,44 @@ def test_setup_engine_runs_privileged_containers_without_touching_the_machine(mo
     if not was_running:
         assert not [n for n in os.listdir("/var/run/netns") if n.startswith(engine.NETNS_PREFIX)]
         assert before.changes(hostcheck.HostSnapshot.take()) == []
+
+
+@pytest.mark.skipif(os.environ.get("PROXYSUITE_TEST_KIND_ENGINE") != "1",
+                    reason="starts the suite's dockerd: opt in with PROXYSUITE_TEST_KIND_ENGINE=1")
+def test_apiserver_relay_reaches_a_port_published_in_the_engine_namespace(monkeypatch, tmp_path):
+    """kind publishes the apiserver on 127.0.0.1:<port> of the engine's namespace; kubectl on the machine
+    reaches it through the relay, which a second command (cluster up, then pytest) keeps instead of restarting."""
+    import socket
+    import urllib.request
+
+    from proxysuite.cluster.kindsetup import hooks
+
+    if os.environ.get("DOCKER_HOST") or (os.path.exists(engine.DEFAULT_SOCKET) and engine.server_version(f"unix://{engine.DEFAULT_SOCKET}")):
+        pytest.skip("a Docker engine is configured here; relays are only for the suite's own engine")
+    eng = engine.setup(lambda m: None)
+    monkeypatch.setenv("DOCKER_HOST", eng.docker_host)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"psrelaytest{os.getpid()}"
+    # What docker-proxy does for kind's published port: listen on loopback inside the engine's namespace.
+    server = subprocess.Popen(["nsenter", f"--net=/var/run/netns/{eng.netns}", sys.executable, "-m", "http.server", str(port),
+                               "--bind", "127.0.0.1", "--directory", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({"clusters": [{"name": f"kind-{name}", "cluster": {"server": f"https://127.0.0.1:{port}"}}]}))
+    try:
+        time.sleep(1)
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing answers in the root namespace yet
+        assert hooks.after_kubeconfig(name, str(kubeconfig), lambda m: None) == port
+        first = json.loads((engine.engine_dir() / "relays" / f"{name}.json").read_text())["pid"]
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status == 200
+        assert hooks.after_kubeconfig(name, str(kubeconfig), lambda m: None) == port
+        assert json.loads((engine.engine_dir() / "relays" / f"{name}.json").read_text())["pid"] == first
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status == 200
+    finally:
+        hooks.stop_relay(name)
+        server.terminate()
+        server.wait(5)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0

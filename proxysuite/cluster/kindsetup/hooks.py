@@ -95,9 +95,13 @@ def after_kubeconfig(cluster: str, kubeconfig: str, progress: Progress) -> int |
     port = url.port
     if url.hostname not in ("127.0.0.1", "localhost") or not port:
         return None
+    current = _relay_info(cluster)
+    if current and current.get("port") == port and current.get("netns") == rec.netns and _ours(current.get("pid")) and _port_open(port):
+        return port  # the relay an earlier command started for this cluster (cluster up, then pytest)
     stop_relay(cluster)
     if _port_open(port):
-        return None  # something on the machine already answers there (e.g. a relay of an earlier session)
+        raise engine.SuiteError(f"127.0.0.1:{port}, the apiserver port of kind cluster {cluster}, is taken on this machine",
+                                f"free that port, or recreate the cluster (kind delete cluster --name {cluster})")
     _relay_dir().mkdir(parents=True, exist_ok=True)
     log = _relay_dir() / f"{cluster}.log"
     argv = [sys.executable, "-m", "proxysuite.cluster.local.relay", "--listen", f"127.0.0.1:{port}", "--netns", rec.netns,
@@ -116,15 +120,32 @@ def after_kubeconfig(cluster: str, kubeconfig: str, progress: Progress) -> int |
     return port
 
 
-def stop_relay(cluster: str) -> None:
-    path = _relay_dir() / f"{cluster}.json"
+def _relay_info(cluster: str) -> dict | None:
     try:
-        pid = json.loads(path.read_text())["pid"]
-    except (OSError, ValueError, KeyError):
-        return
-    if engine._pid_alive(pid) and engine.ENGINE_ID_ENV.encode() in Path(f"/proc/{pid}/environ").read_bytes():
+        return json.loads((_relay_dir() / f"{cluster}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _ours(pid: int | None) -> bool:
+    try:
+        return bool(pid) and engine._pid_alive(pid) and engine.ENGINE_ID_ENV.encode() in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
+def stop_relay(cluster: str) -> None:
+    """Stop the cluster's relay and wait until it is gone (its port must be free when this returns)."""
+    info = _relay_info(cluster)
+    pid = (info or {}).get("pid")
+    if _ours(pid):
         os.kill(pid, signal.SIGTERM)
-    path.unlink(missing_ok=True)
+        deadline = time.monotonic() + 5
+        while engine._pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if engine._pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    (_relay_dir() / f"{cluster}.json").unlink(missing_ok=True)
 
 
 def relays() -> list[str]:
