@@ -516,6 +516,11 @@ def stop_engine(progress: Progress = print, force: bool = False, purge: bool = F
         if names:
             progress(f"removing {len(names)} container(s) of the suite's engine: {', '.join(names)}")
             _docker(rec.docker_host, "rm", "-f", "-v", *names, check=False, timeout=300)
+        if force and server_version(rec.docker_host):
+            nets = _docker(rec.docker_host, "network", "ls", "--filter", "type=custom", "--format", "{{.Name}}", check=False).stdout.decode().split()
+            if nets:
+                progress(f"removing network(s) {', '.join(nets)} of the suite's engine")
+                _docker(rec.docker_host, "network", "rm", *nets, check=False)
         _stop_relays(lambda cluster: True)
         progress(f"stopping the suite's Docker engine (pid {rec.pid})")
         os.kill(rec.pid, signal.SIGTERM)
