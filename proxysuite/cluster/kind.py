@@ -274,7 +274,7 @@ def create(config: SuiteConfig, progress: Progress) -> str:
     sd = state_dir(config)
     sd.mkdir(parents=True, exist_ok=True)
     kubeconfig = str(sd / "kubeconfig")
-    node_image = config.kind_node_image or images.kind_node_image(config.k8s_version)
+    node_image = kindsetup_hooks.resolve_node_image(config.kind_node_image or images.kind_node_image(config.k8s_version), progress)
     image_version = images.image_version(node_image)
     if image_version and image_version != config.k8s_version:
         progress(f"kind {images.KIND_VERSION} has no {config.k8s_version} node image; using {image_version} ({node_image})")
@@ -283,7 +283,7 @@ def create(config: SuiteConfig, progress: Progress) -> str:
     try:
         _run(progress, ["kind", "create", "cluster", "--name", config.name, "--config", str(cfg_path), "--kubeconfig", kubeconfig],
              CREATE_TIMEOUT)
-        kindsetup_hooks.after_kubeconfig(config.name, kubeconfig, progress)
+        kindsetup_hooks.after_kubeconfig(config.name, kubeconfig, progress, node_image)
         record = {"name": config.name, "mode": config.mode, "node_image": node_image, "created_by": "proxysuite"}
         if config.mode == "cilium":
             record["cilium_variant"] = cilium_variant(config)
@@ -324,7 +324,7 @@ def reuse(config: SuiteConfig, progress: Progress) -> str:
     kubeconfig = str(sd / "kubeconfig")
     progress(f"reusing kind cluster {config.name}")
     _run(progress, ["kind", "export", "kubeconfig", "--name", config.name, "--kubeconfig", kubeconfig], 60)
-    kindsetup_hooks.after_kubeconfig(config.name, kubeconfig, progress)
+    kindsetup_hooks.after_kubeconfig(config.name, kubeconfig, progress, (record or {}).get("node_image"))
     if record is None:
         progress(f"kind cluster {config.name} was not made by proxysuite; its proxy mode will be detected")
     return kubeconfig

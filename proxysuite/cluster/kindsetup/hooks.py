@@ -1,6 +1,7 @@
 """The kind provider's seams into the suite's own engine and node image (called from :mod:`..kind`).
 
 * :func:`before_prereqs`: use the suite's engine and kind when nothing else is configured.
+* :func:`resolve_node_image`: ``--kind-node-image local`` is the image :mod:`.nodeimage` builds.
 * :func:`adjust_config`: what a cluster needs to run a node image built here (cgroup v1: ``failCgroupV1: false``).
 * :func:`after_kubeconfig`: kubectl on the machine reaches the apiserver, whose published port lives in the
   suite engine's network namespace, through a loopback relay (``proxysuite.cluster.local.relay``: it listens
@@ -33,6 +34,16 @@ RELAY_START_TIMEOUT = 10
 
 def before_prereqs() -> None:
     engine.adopt()
+
+
+def resolve_node_image(node_image: str, progress: Progress) -> str:
+    """``--kind-node-image local``: the offline image built here (``proxysuite kind build-node-image``), built when missing."""
+    if node_image != "local":
+        return node_image
+    from . import nodeimage
+
+    progress("--kind-node-image local: building (or finding) the offline node image")
+    return nodeimage.build(progress)
 
 
 def is_local_image(node_image: str) -> bool:
@@ -82,9 +93,11 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def after_kubeconfig(cluster: str, kubeconfig: str, progress: Progress) -> int | None:
-    """Relay the cluster's apiserver port to the root namespace when the cluster runs on the suite's engine."""
-    use_node_image_workloads(cluster, progress)
+def after_kubeconfig(cluster: str, kubeconfig: str, progress: Progress, node_image: str | None = None) -> int | None:
+    """Relay the cluster's apiserver port to the root namespace when the cluster runs on the suite's engine;
+    on a node image built here (``node_image``), use the workload images preloaded in it."""
+    if node_image and is_local_image(node_image):
+        use_node_image_workloads(cluster, progress)
     rec = engine.running_suite_engine()
     if rec is None or os.environ.get("DOCKER_HOST") != rec.docker_host:
         return None
