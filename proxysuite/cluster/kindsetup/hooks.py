@@ -159,6 +159,7 @@ def stop_relay(cluster: str) -> None:
         if engine._pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
     (_relay_dir() / f"{cluster}.json").unlink(missing_ok=True)
+    (_relay_dir() / f"{cluster}.log").unlink(missing_ok=True)
 
 
 def relays() -> list[str]:
