@@ -1,30 +1,31 @@
-"""``proxysuite``: bring clusters up and down, clean up after crashes, build reports.
+"""``proxysuite``: bring clusters up and down, list them, clean up after crashes, build reports.
 
     proxysuite cluster up     [--provider local] [--mode iptables] [--nodes 2] ...
     proxysuite cluster down   [--provider local] [--mode iptables | --cluster-name NAME]
-    proxysuite cluster status [...]
+    proxysuite cluster status [...] [-o text|json]
     proxysuite cluster env    [...]        # prints `export KUBECONFIG=...`
+    proxysuite cluster list   [-o text|json]   # clusters of every provider on this machine, with owner and health
     proxysuite janitor        [--all]      # removes what crashed runs left behind
-    proxysuite images         [--mode M]   # every image the suite pulls (for air-gapped preloading)
-    proxysuite kind setup-engine | build-node-image | stop-engine   # kind where it is missing
+    proxysuite images         [--provider kind] [--mode M] [--proxy-manifest PATH]   # every image the suite pulls
+    proxysuite version        [-o text|json]
+    proxysuite kind setup-engine | build-node-image | stop-engine   # kind where it is missing (no Docker, no registry)
     proxysuite perf run       [cluster options] [--scales 100,1k,5k,10k] ...   # the perf sweep outside pytest
     proxysuite report compare-modes RESULTS... [-o DIR]
 
-Exit codes: 0 ok, 2 bad input or unusable environment (one line naming the fix), 3 unsupported here.
+Exit codes: 0 ok, 1 ``cluster status``/``env`` of a cluster that does not exist, 2 bad input or unusable
+environment (one line naming the fix), 3 unsupported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 
-from .config import DEFAULT_K8S_VERSION, OPTIONS, SuiteConfig
-from .errors import SuiteError, Unsupported
-
-
-def _progress(msg: str) -> None:
-    print(f"[proxysuite] {msg}", file=sys.stderr, flush=True)
+from .config import DEFAULT_K8S_VERSION, OPTIONS, PROVIDERS, SuiteConfig
+from .errors import ProbeError, SuiteError, Unsupported
+from .runscope import progress
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
@@ -32,10 +33,14 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
         if opt.name == "reports-dir":
             continue
         if opt.flag:
-            p.add_argument(f"--{opt.name}", action="store_true", default=opt.default, help=opt.help)
+            p.add_argument(f"--{opt.name}", action="store_true", default=opt.default, help=opt.help_text())
         else:
-            p.add_argument(f"--{opt.name}", type=opt.type, default=opt.default, choices=opt.choices,
-                           help=f"{opt.help} (default: {opt.default})")
+            p.add_argument(f"--{opt.name}", type=opt.type, default=opt.default, choices=opt.choices, help=opt.help_text())
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                   help="text for people (default), json for scripts (one document on stdout)")
 
 
 def _config(args: argparse.Namespace) -> SuiteConfig:
@@ -43,21 +48,44 @@ def _config(args: argparse.Namespace) -> SuiteConfig:
     return SuiteConfig.from_mapping({k: v for k, v in values.items() if v is not None})
 
 
+def _text(doc: dict, indent: str = "") -> str:
+    """``key: value`` lines; nested mappings indented, lists of scalars joined."""
+    lines = []
+    for key, value in doc.items():
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}:")
+            lines.append(_text(value, indent + "  "))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{indent}{key}:")
+            lines += [f"{indent}  - " + ", ".join(f"{k}={v}" for k, v in item.items()) for item in value]
+        elif isinstance(value, list):
+            lines.append(f"{indent}{key}: {', '.join(map(str, value)) or '(none)'}")
+        else:
+            lines.append(f"{indent}{key}: {'(none)' if value is None else value}")
+    return "\n".join(lines)
+
+
+def _emit(doc: dict, output: str) -> None:
+    print(json.dumps(doc, indent=2) if output == "json" else _text(doc))
+
+
 def cmd_cluster(args: argparse.Namespace) -> int:
     from .cluster import get_provider
 
+    if args.action == "list":
+        return cmd_cluster_list(args)
     cfg = _config(args)
-    provider = get_provider(cfg)
+    provider = get_provider(cfg.provider)
     if args.action == "up":
-        cl = provider.up(cfg, progress=_progress)
+        cl = provider.up(cfg, progress=progress)
         print(f"export KUBECONFIG={cl.kubeconfig}")
         return 0
     if args.action == "down":
-        provider.down(cfg, progress=_progress)
+        provider.down(cfg, progress=progress)
         return 0
     st = provider.status(cfg)
     if args.action == "status":
-        print(json.dumps(st, indent=2))
+        _emit(st, args.output)
         return 0 if st.get("exists") else 1
     if not st.get("exists"):
         raise SuiteError(f"no {cfg.provider} cluster named {cfg.name}", f"run `proxysuite cluster up --provider {cfg.provider} --mode {cfg.mode}` first")
@@ -65,20 +93,84 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def cluster_list() -> dict:
+    """``{"clusters": [...], "not_listed": {provider: why}}`` over every registered provider."""
+    from dataclasses import asdict
+
+    from .cluster import get_provider
+
+    clusters: list[dict] = []
+    not_listed: dict[str, str] = {}
+    for name in PROVIDERS:
+        provider = get_provider(name)
+        try:
+            found = provider.clusters()
+        except (SuiteError, ProbeError) as exc:
+            not_listed[name] = exc.what if isinstance(exc, Unsupported) else str(exc)
+            continue
+        clusters += [asdict(c) for c in found]
+    return {"clusters": clusters, "not_listed": not_listed}
+
+
+def cmd_cluster_list(args: argparse.Namespace) -> int:
+    doc = cluster_list()
+    if args.output == "json":
+        print(json.dumps(doc, indent=2))
+        return 0
+    rows = [("PROVIDER", "NAME", "MODE", "ALIVE", "OWNER", "NOTE")]
+    for c in doc["clusters"]:
+        owner = "-" if c["owner_pid"] is None else f"{c['owner_pid']} ({'alive' if c['owner_alive'] else 'gone'})"
+        alive = {True: "yes", False: "no", None: "?"}[c["alive"]]
+        rows.append((c["provider"], c["name"], c["mode"] or "?", alive, owner, c["note"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
+    for name, why in doc["not_listed"].items():
+        print(f"# {name}: not listed: {why}")
+    return 0
+
+
 def cmd_janitor(args: argparse.Namespace) -> int:
-    from .cluster.local import provider
+    from .cluster import get_provider
 
-    provider.janitor(progress=_progress, everything=args.all)
-    from .cluster.kindsetup import engine
-
-    engine.janitor(progress=_progress, everything=args.all)
+    for name in PROVIDERS:
+        result = get_provider(name).janitor(progress=progress, everything=args.all)
+        if "skipped" in result:
+            progress(f"janitor: {name}: {result['skipped']}")
     return 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:
     from . import images
 
-    print(images.format_images(args.mode, args.provider, args.k8s_version))
+    print(images.format_images(args.mode, args.provider, args.k8s_version, args.proxy_manifest))
+    return 0
+
+
+def version_info() -> dict:
+    from importlib import metadata
+
+    from . import images
+
+    try:
+        suite = metadata.version("proxysuite")
+    except metadata.PackageNotFoundError:
+        suite = "not installed (running from a source tree)"
+    doc = {"proxysuite": suite, "kubernetes": DEFAULT_K8S_VERSION, "kind": images.KIND_VERSION,
+           "kind_node_image": images.kind_node_image(DEFAULT_K8S_VERSION),
+           "python": f"{platform.python_version()} ({sys.executable})", "platform": platform.platform()}
+    try:
+        from .cluster.local import components
+
+        pins = components.read_pins()
+        doc["local_components"] = f"Kubernetes {pins.kubernetes}, Go {pins.go_minor} (pins {pins.digest})"
+    except SuiteError as exc:
+        doc["local_components"] = f"unknown: {exc}"
+    return doc
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    _emit(version_info(), args.output)
     return 0
 
 
@@ -99,18 +191,26 @@ def cmd_perf(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="proxysuite", description="Kubernetes Service proxy conformance and performance suite")
+    ap = argparse.ArgumentParser(prog="proxysuite", description="Kubernetes Service proxy conformance and performance suite",
+                                 epilog="exit codes: 0 ok, 1 no such cluster (status/env), 2 bad input (one line naming the fix), "
+                                        "3 unsupported here")
     sub = ap.add_subparsers(dest="command", required=True)
-    cl = sub.add_parser("cluster", help="bring a cluster up or down, show it, print its KUBECONFIG")
-    cl.add_argument("action", choices=("up", "down", "status", "env"),
-                    help="up: create or reuse; down: remove; status: JSON health; env: print export KUBECONFIG=...")
+    cl = sub.add_parser("cluster", help="bring a cluster up or down, show it, print its KUBECONFIG, list every cluster")
+    cl.add_argument("action", choices=("up", "down", "status", "env", "list"),
+                    help="up: create or reuse; down: remove; status: health and facts; env: print export KUBECONFIG=...; "
+                         "list: clusters of every provider on this machine (the cluster options are ignored)")
     _add_cluster_options(cl)
+    _add_output(cl)
     jan = sub.add_parser("janitor", help="remove namespaces, processes and state that crashed runs left")
     jan.add_argument("--all", action="store_true", help="also remove clusters kept on purpose (cluster up, --keep-cluster)")
-    img = sub.add_parser("images", help="list every container image the suite pulls (kind/existing), for preloading")
+    img = sub.add_parser("images", help="list every container image the suite pulls, for preloading (air-gapped machines)")
     img.add_argument("--mode", default=None, help="only the images this mode needs (default: every mode)")
-    img.add_argument("--provider", default="kind", choices=("kind", "existing", "local"), help="the provider that would pull them (default: kind)")
-    img.add_argument("--k8s-version", default=DEFAULT_K8S_VERSION, help="picks the kind node image")
+    img.add_argument("--provider", default="kind", choices=PROVIDERS, help="the provider that would pull them (default: kind)")
+    img.add_argument("--k8s-version", default=DEFAULT_K8S_VERSION, help=f"picks the kind node image (default: {DEFAULT_K8S_VERSION})")
+    img.add_argument("--proxy-manifest", default=None,
+                     help="--mode custom on kind: also list the images this manifest (your proxy's DaemonSet YAML) names")
+    ver = sub.add_parser("version", help="proxysuite's version, the pinned Kubernetes and kind versions, and the Python running it")
+    _add_output(ver)
     sub.add_parser("report", help="reports: `proxysuite report compare-modes RESULTS... [-o DIR]`", add_help=False)
     sub.add_parser("perf", help="perf sweep outside pytest: `proxysuite perf run --mode M --scales 100,1k,5k,10k`", add_help=False)
     from .cluster.kindsetup import cli as kind_cli
@@ -133,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_janitor(args)
         if args.command == "images":
             return cmd_images(args)
+        if args.command == "version":
+            return cmd_version(args)
         if args.command == "perf":
             return cmd_perf(args, rest)
         if args.command == "kind":

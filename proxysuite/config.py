@@ -12,10 +12,11 @@ import secrets
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from .cluster.base import PROVIDERS as PROVIDER_REGISTRY
 from .errors import SuiteError
-from .modes import get_mode
+from .modes import MODES, get_mode
 
-PROVIDERS = ("local", "kind", "existing")
+PROVIDERS = tuple(PROVIDER_REGISTRY)
 DEFAULT_K8S_VERSION = "v1.37.2"
 
 
@@ -41,14 +42,25 @@ class Option:
     type: type = str
     flag: bool = False
 
+    def help_text(self) -> str:
+        """The help line with its default, unless the help already says what the default is."""
+        if self.flag or self.default is None or "default" in self.help:
+            return self.help
+        return f"{self.help} (default: {self.default})"
+
 
 OPTIONS: tuple[Option, ...] = (
     Option("provider", "where the cluster runs: local (netns, no Docker), kind, or existing (kubeconfig)", "local", PROVIDERS),
-    Option("mode", "proxy under test: iptables, nftables, ipvs, cilium or custom", "iptables"),
+    Option("mode", f"proxy under test: {', '.join(MODES)}", "iptables"),
     Option("nodes", "number of worker nodes (local and kind)", 2, type=int),
     Option("k8s-version", "Kubernetes version of the components (local builds it; kind picks the node image)", DEFAULT_K8S_VERSION),
     Option("proxy-cmd", "custom proxy command template run on every local node; placeholders "
            "{kubeconfig} {node} {node_ip} {cluster_cidr} {service_cidr} {metrics_addr} {healthz_addr}"),
+    Option("proxy-health", "--mode custom: how the proxy shows it is ready: kube-proxy (serves kube-proxy's "
+           "/healthz on {healthz_addr} and /metrics, /proxyMode on {metrics_addr}: bring-up waits for /healthz and "
+           "the proxy-health checks judge them), none (bring-up waits for nothing; the proxy-health checks skip), or "
+           "exec:COMMAND (bring-up waits until COMMAND, run in each node's namespace with --proxy-cmd's placeholders, "
+           "exits 0; the proxy-health checks skip)", "kube-proxy"),
     Option("proxy-manifest", "YAML applied on a kind custom.yaml cluster to install your proxy (DaemonSet)"),
     Option("cilium-variant", "kind + --mode cilium: Helm values variant default|maglev|dsr, or a values file "
            "(default: $PROXYSUITE_CILIUM_VARIANT or default)"),
@@ -73,6 +85,8 @@ class SuiteConfig:
     """Worker nodes (the local provider runs the control plane in its own namespace, not on a node)."""
     k8s_version: str = DEFAULT_K8S_VERSION
     proxy_cmd: str | None = None
+    proxy_health: str = "kube-proxy"
+    """How the proxy under test shows readiness: ``kube-proxy``, ``none`` or ``exec:COMMAND`` (custom mode)."""
     proxy_manifest: str | None = None
     cilium_variant: str | None = None
     kind_node_image: str | None = None
@@ -93,6 +107,13 @@ class SuiteConfig:
             raise SuiteError(f"--nodes {self.nodes} is out of range", "use 1 to 20 nodes")
         if self.mode == "custom" and self.provider == "local" and not self.proxy_cmd:
             raise SuiteError("--mode custom on the local provider needs the proxy's command", "pass --proxy-cmd 'TEMPLATE'")
+        if self.proxy_health != "kube-proxy" and self.mode != "custom":
+            raise SuiteError(f"--proxy-health {self.proxy_health} describes a custom proxy; {self.mode} is judged as itself",
+                             "drop --proxy-health, or add --mode custom")
+        if not (self.proxy_health in ("kube-proxy", "none") or
+                (self.proxy_health.startswith("exec:") and self.proxy_health[5:].strip())):
+            raise SuiteError(f"--proxy-health {self.proxy_health!r} is not one of kube-proxy, none, exec:COMMAND",
+                             "pass --proxy-health kube-proxy|none|exec:'my-check --node {node}'")
         if self.proxy_cmd and self.mode != "custom":
             raise SuiteError("--proxy-cmd replaces kube-proxy, so it only goes with --mode custom", "add --mode custom")
 

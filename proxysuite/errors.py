@@ -28,5 +28,12 @@ class Unsupported(SuiteError):
     """
 
 
-class ProbeError(RuntimeError):
-    """A probe could not be run at all (as opposed to observing a refused or timed-out connection)."""
+class ProbeError(OSError):
+    """Nothing could be probed or fetched: the one "could not probe" error of every provider.
+
+    Raised by ``Cluster.proxy_http`` when nothing answers on the node (local: the connection in the
+    node's namespace failed; kind/existing: the request from a host-network pod failed) and by vantages
+    that cannot run a probe at all (as opposed to observing a refused or timed-out connection). It is an
+    ``OSError``, so code that treats "the endpoint did not answer" as an observation catches it the same
+    way on every provider.
+    """

@@ -27,6 +27,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from .modes import MODES
+
 KIND_VERSION = "v0.33.0"
 """kind release the node images below were built for."""
 
@@ -169,7 +171,7 @@ def manifest_images(path: str) -> list[ImageRef]:
     return [i for i in found if not (i.ref in seen or seen.add(i.ref))]
 
 
-ALL_MODES = ("iptables", "ipvs", "nftables", "cilium", "custom")
+ALL_MODES = tuple(MODES)
 
 
 def images_for(mode: str | None = None, provider: str = "kind", k8s_version: str = "v1.37.2",
@@ -184,20 +186,26 @@ def images_for(mode: str | None = None, provider: str = "kind", k8s_version: str
             for ref in images_for(m, provider, k8s_version, proxy_manifest):
                 seen.setdefault(ref.ref, ref)
         return [r for r in seen.values() if r.pullable]
-    if provider == "local":
-        return []  # the local provider builds its components from source and runs no containers
-    out = [
+    from .cluster import get_provider
+
+    return get_provider(provider).images(mode, k8s_version, proxy_manifest)
+
+
+def pod_images() -> list[ImageRef]:
+    """What every provider that runs real pods pulls: the client and backend images."""
+    return [
         ImageRef(client_image(), "client pods and hostNetwork vantage pods (python3 runs the probe engine)"),
         ImageRef(backend_image(), "backend pods (agnhost netexec)"),
     ]
-    if provider == "existing":
-        return out
-    out.insert(0, ImageRef(kind_node_image(k8s_version), f"kind node image (kind {KIND_VERSION}; carries kube-proxy, CoreDNS, kindnet)"))
-    out += [
-        ImageRef(cloud_provider_kind_image(), "cloud-provider-kind: LoadBalancer Services"),
-        ImageRef(CLOUD_PROVIDER_KIND_ENVOY_IMAGE, "started by cloud-provider-kind for each LoadBalancer"),
-        ImageRef(ryuk_image(), "testcontainers reaper for the external client container"),
-    ]
+
+
+def kind_images(mode: str, k8s_version: str = "v1.37.2", proxy_manifest: str | None = None) -> list[ImageRef]:
+    """A kind run of ``mode``: the node image, pod images, cloud-provider-kind and the reaper, Cilium's, the manifest's."""
+    out = [ImageRef(kind_node_image(k8s_version), f"kind node image (kind {KIND_VERSION}; carries kube-proxy, CoreDNS, kindnet)"),
+           *pod_images(),
+           ImageRef(cloud_provider_kind_image(), "cloud-provider-kind: LoadBalancer Services"),
+           ImageRef(CLOUD_PROVIDER_KIND_ENVOY_IMAGE, "started by cloud-provider-kind for each LoadBalancer"),
+           ImageRef(ryuk_image(), "testcontainers reaper for the external client container")]
     if mode == "cilium":
         out += cilium_images()
     if mode == "custom" and proxy_manifest:
@@ -220,7 +228,7 @@ def format_images(mode: str | None = None, provider: str = "kind", k8s_version: 
         lines.append(f"# {r.purpose}")
         lines.append(r.ref if r.pullable else f"# {r.ref}:<tag from the chart>")
     if mode in (None, "custom") and provider == "kind" and not proxy_manifest:
-        lines.append("# plus the images your --proxy-manifest names (pass it to list them)")
+        lines.append("# plus the images your proxy's manifest names (list them with: proxysuite images --mode custom --proxy-manifest PATH)")
     if provider == "kind":
         lines.append("# preload into a kind cluster: kind load docker-image --name CLUSTER IMAGE")
     return "\n".join(lines)

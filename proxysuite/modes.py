@@ -4,14 +4,59 @@ A mode names the Service proxy under test. ``kube-proxy`` modes differ in the
 datapath they program; ``cilium`` replaces kube-proxy with eBPF; ``custom`` is
 any implementation the user brings (``--proxy-cmd`` on the local provider,
 ``--proxy-manifest`` on kind).
+
+Each mode carries a :class:`Datapath`: how to read, flush and measure what the
+proxy programmed, and which endpoints and metrics it serves. Forensics, the
+disruptive checks, the perf sweep and mode detection read it from here.
+
+Adding a mode: one ``Mode(...)`` line in :data:`MODES` with its datapath record;
+then the provider(s) that can run it (``check_prereqs`` and how they start it)
+and its expectations in the conformance catalogue.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import SuiteError, Unsupported
+
+
+KUBE_PROXY_METRICS_PORT = 10249
+"""kube-proxy's ``--metrics-bind-address`` port: ``/metrics``, ``/proxyMode``, ``/configz`` (on loopback by default)."""
+KUBE_PROXY_HEALTHZ_PORT = 10256
+"""kube-proxy's ``--healthz-bind-address`` port: ``/healthz``, ``/livez``."""
+
+KUBE_PROXY_SYNC_METRICS = ("kubeproxy_sync_proxy_rules_duration_seconds", "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+                           "kubeproxy_network_programming_duration_seconds")
+"""Metrics every kube-proxy mode exposes from its first sync."""
+
+
+@dataclass(frozen=True)
+class Datapath:
+    """What a mode programs and how the suite looks at it. Commands run on a node through ``Cluster.node_exec``;
+    an empty command means the suite knows none for this mode (the caller skips with that reason)."""
+
+    dump: tuple[str, ...] = ()
+    """Prints the rules the proxy programmed (forensics, ``Cluster.proxy_rules``)."""
+    flush: tuple[str, ...] = ()
+    """Removes the proxy's rules behind its back (the disruptive ``rules-flushed`` check), then prints how many of
+    its rules (iptables) or tables (nftables) are left, in the same shell, so the evidence that the flush happened
+    is taken before the proxy can restore anything. A flush that fails makes the command fail."""
+    size: tuple[str, ...] = ()
+    """Prints the proxy's own ruleset, one rule a line; its line count is the perf sweep's ruleset size."""
+    metrics_port: int = KUBE_PROXY_METRICS_PORT
+    """Where the suite reads the proxy's metrics and ``/proxyMode`` (kube-proxy's port; other proxies may not serve it)."""
+    healthz_port: int = KUBE_PROXY_HEALTHZ_PORT
+    """Where the suite reads the proxy's ``/healthz`` and ``/livez`` (kube-proxy's port)."""
+    sync_metrics: tuple[str, ...] = ()
+    """Metrics the proxy exposes from its first sync."""
+    mode_metrics: tuple[str, ...] = ()
+    """Metrics only this mode has, present from the start (nftables' failure counters appear only after a failure)."""
+
+    def describe(self, argv: tuple[str, ...]) -> str:
+        """A command as a user would type it (``sh -c`` unwrapped)."""
+        return argv[2] if argv[:2] == ("sh", "-c") else " ".join(argv)
 
 
 @dataclass(frozen=True)
@@ -21,14 +66,26 @@ class Mode:
     family: str
     """``kube-proxy``, ``cilium`` or ``custom``."""
     description: str
+    datapath: Datapath = field(default_factory=Datapath)
 
 
 MODES: dict[str, Mode] = {
     m.name: m
     for m in (
-        Mode("iptables", "kube-proxy", "kube-proxy --proxy-mode=iptables (the Linux default)"),
-        Mode("nftables", "kube-proxy", "kube-proxy --proxy-mode=nftables (GA since 1.33)"),
-        Mode("ipvs", "kube-proxy", "kube-proxy --proxy-mode=ipvs (deprecated since 1.35; needs CONFIG_IP_VS)"),
+        Mode("iptables", "kube-proxy", "kube-proxy --proxy-mode=iptables (the Linux default)", Datapath(
+            dump=("iptables-save",),
+            flush=("sh", "-c", "iptables-save | grep -v KUBE | iptables-restore && { iptables-save | grep -c '^-A KUBE-'; true; }"),
+            size=("iptables-save",),
+            sync_metrics=KUBE_PROXY_SYNC_METRICS, mode_metrics=("kubeproxy_sync_proxy_rules_iptables_total",))),
+        Mode("nftables", "kube-proxy", "kube-proxy --proxy-mode=nftables (GA since 1.33)", Datapath(
+            dump=("nft", "list", "ruleset"),
+            flush=("sh", "-c", "nft delete table ip kube-proxy && { nft delete table ip6 kube-proxy 2>/dev/null; true; } "
+                               "&& { nft list tables | grep -c kube-proxy; true; }"),
+            size=("nft", "list", "table", "ip", "kube-proxy"),
+            sync_metrics=KUBE_PROXY_SYNC_METRICS)),
+        Mode("ipvs", "kube-proxy", "kube-proxy --proxy-mode=ipvs (deprecated since 1.35; needs CONFIG_IP_VS)", Datapath(
+            dump=("sh", "-c", "iptables-save; echo '# ipvsadm -Ln'; ipvsadm -Ln 2>&1 || true"),
+            sync_metrics=KUBE_PROXY_SYNC_METRICS)),
         Mode("cilium", "cilium", "Cilium eBPF kube-proxy replacement (kind only)"),
         Mode("custom", "custom", "a proxy you bring: --proxy-cmd (local) or --proxy-manifest (kind)"),
     )

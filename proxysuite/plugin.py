@@ -5,7 +5,9 @@ Installed as the ``pytest11`` entry point ``proxysuite``, so ``pytest
 
 Fixtures
 --------
-``suite_config``  the frozen :class:`~proxysuite.config.SuiteConfig` of this run.
+``suite_config``  the frozen :class:`~proxysuite.config.SuiteConfig` of this run: built once per
+                  process from the options (CLI, then ini, then defaults) and kept in
+                  ``config.stash``; other plugins read it with :func:`suite_config_of`.
 ``cluster``       the cluster under test, brought up once per session and shared by
                   pytest-xdist workers (a file lock serialises bring-up; the
                   controller tears it down at the end unless ``--keep-cluster``).
@@ -16,17 +18,14 @@ Fixtures
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import sys
-from pathlib import Path
 
 import pytest
 
 from .config import OPTIONS, SuiteConfig, default_state_root
 from .errors import SuiteError, Unsupported
+from .runscope import RUN_LABEL, namespace_labels, namespace_name, new_run_id, progress
 from .signals import sigterm_as_interrupt
 
 MARKERS = {
@@ -34,10 +33,9 @@ MARKERS = {
     "perf": "performance measurements; not part of the default test command",
     "slow": "takes more than a minute",
     "disruptive": "restarts the proxy or flushes its rules; runs serially",
-    "needs(feature, ...)": "skip unless the cluster offers these features (load_balancer, external_client, node_exec, ...)",
 }
 
-RUN_LABEL = "proxysuite.io/run-id"
+__all__ = ["RUN_LABEL", "namespace_name", "suite_config_of"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,9 +43,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for opt in OPTIONS:
         dest = "proxysuite_" + opt.name.replace("-", "_")
         if opt.flag:
-            group.addoption(f"--{opt.name}", action="store_true", dest=dest, default=None, help=opt.help)
+            group.addoption(f"--{opt.name}", action="store_true", dest=dest, default=None, help=opt.help_text())
         else:
-            group.addoption(f"--{opt.name}", dest=dest, default=None, type=opt.type, help=f"{opt.help} (default: {opt.default})")
+            group.addoption(f"--{opt.name}", dest=dest, default=None, type=opt.type, help=opt.help_text())
         parser.addini(dest, opt.help, default=None)
 
 
@@ -78,16 +76,16 @@ def _option_values(config: pytest.Config) -> dict:
     return values
 
 
+_uid_key = pytest.StashKey[str]()
+_suite_config_key = pytest.StashKey[SuiteConfig]()
+
+
 def _controller_uid(config: pytest.Config) -> str:
     uid = config.stash.get(_uid_key, None)
     if uid is None:
-        uid = os.urandom(3).hex()
+        uid = new_run_id()
         config.stash[_uid_key] = uid
     return uid
-
-
-_uid_key = pytest.StashKey[str]()
-_cluster_key = pytest.StashKey[object]()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -102,18 +100,48 @@ def _run_id(config: pytest.Config) -> str:
     return _controller_uid(config)
 
 
+def suite_config_of(config: pytest.Config) -> SuiteConfig:
+    """This session's :class:`SuiteConfig`, built on first use and kept in ``config.stash``.
+
+    The run id is the xdist controller's, so every worker of a session shares it. Bad options are a
+    :class:`pytest.UsageError` naming the fix.
+    """
+    cfg = config.stash.get(_suite_config_key, None)
+    if cfg is None:
+        try:
+            cfg = SuiteConfig.from_mapping({**_option_values(config), "run_id": _run_id(config)})
+        except SuiteError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config.stash[_suite_config_key] = cfg
+    return cfg
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Bad options stop the session here with one line (pytest's usage error) instead of erroring every test.
+    suite_config_of(session.config)
+
+
+# The one convention for "not available" (a Features reason, a mode a provider cannot run) is a skip with the
+# reason, wherever Unsupported is raised: a fixture, the test body or a helper they call.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    try:
+        return (yield)
+    except Unsupported as exc:
+        pytest.skip(exc.what)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    try:
+        return (yield)
+    except Unsupported as exc:
+        pytest.skip(exc.what)
+
+
 @pytest.fixture(scope="session")
 def suite_config(pytestconfig: pytest.Config) -> SuiteConfig:
-    try:
-        return SuiteConfig.from_mapping({**_option_values(pytestconfig), "run_id": _run_id(pytestconfig)})
-    except SuiteError as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
-def _progress(msg: str) -> None:
-    # Bring-up takes seconds to minutes (a cold build takes ~8 min); say what is happening.
-    sys.stderr.write(f"[proxysuite] {msg}\n")
-    sys.stderr.flush()
+    return suite_config_of(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +151,7 @@ def cluster(suite_config: SuiteConfig, pytestconfig: pytest.Config):
 
     from .cluster import get_provider
 
-    provider = get_provider(suite_config)
+    provider = get_provider(suite_config.provider)
     state_root = default_state_root()
     state_root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(state_root / f".{suite_config.provider}-{suite_config.name}.lock"))
@@ -133,16 +161,15 @@ def cluster(suite_config: SuiteConfig, pytestconfig: pytest.Config):
     owner = None if suite_config.keep_cluster else (os.getppid() if worker else os.getpid())
     try:
         with lock:
-            cl = provider.up(suite_config, progress=_progress, owner_pid=owner)
+            cl = provider.up(suite_config, progress=progress, owner_pid=owner)
     except Unsupported as exc:
         pytest.skip(str(exc))
     except SuiteError as exc:
         pytest.exit(f"proxysuite: {exc}", returncode=4)
     if cl.created:
         # Only a cluster this session created is torn down at its end; a reused one belongs to someone else.
-        created_marker = state_root / f".session-{_run_id(pytestconfig)}-{suite_config.provider}-{suite_config.name}"
+        created_marker = state_root / f".session-{suite_config.run_id}-{suite_config.provider}-{suite_config.name}"
         created_marker.write_text(json.dumps({"provider": suite_config.provider, "name": suite_config.name}))
-    pytestconfig.stash[_cluster_key] = suite_config
     yield cl
     cl.close()
 
@@ -152,37 +179,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if getattr(config, "workerinput", None) is not None:
         return
-    state_root = default_state_root()
-    for marker in state_root.glob(f".session-{_run_id(config)}-*"):
+    markers = list(default_state_root().glob(f".session-{_run_id(config)}-*"))
+    if not markers:
+        return
+    from .cluster import get_provider
+
+    base = suite_config_of(config)
+    for marker in markers:
         info = json.loads(marker.read_text())
         marker.unlink(missing_ok=True)
-        try:
-            cfg = SuiteConfig.from_mapping({**_option_values(config), **info, "run_id": _run_id(config)})
-        except SuiteError:
-            continue
+        cfg = base.with_(provider=info["provider"], cluster_name=info["name"])
         if cfg.keep_cluster:
-            _progress(f"keeping cluster {cfg.name} (--keep-cluster); remove it with: proxysuite cluster down --provider {cfg.provider} --cluster-name {cfg.name}")
+            progress(f"keeping cluster {cfg.name} (--keep-cluster); remove it with: proxysuite cluster down --provider {cfg.provider} --cluster-name {cfg.name}")
             continue
-        from .cluster import get_provider
-
-        _progress(f"tearing down {cfg.provider} cluster {cfg.name}")
-        get_provider(cfg).down(cfg, progress=_progress)
+        progress(f"tearing down {cfg.provider} cluster {cfg.name}")
+        get_provider(cfg.provider).down(cfg, progress=progress)
 
 
 @pytest.fixture(scope="session")
 def k8s(cluster):
-    from kubernetes import client, config as kconfig
+    from kubernetes import config as kconfig
 
     api = kconfig.new_client_from_config(config_file=cluster.kubeconfig)
     yield api
     api.close()
-
-
-def namespace_name(run_id: str, nodeid: str) -> str:
-    """DNS-1123 namespace name: the run id, a readable bit of the test name, and a hash of the full id."""
-    base = re.sub(r"[^a-z0-9-]+", "-", nodeid.split("::")[-1].lower()).strip("-")[:30].strip("-")
-    digest = hashlib.sha1(nodeid.encode()).hexdigest()[:6]
-    return f"ps-{run_id}-{base}-{digest}".strip("-")
 
 
 @pytest.fixture
@@ -191,8 +211,9 @@ def namespace(k8s, suite_config: SuiteConfig, request: pytest.FixtureRequest):
     from kubernetes import client
 
     core = client.CoreV1Api(k8s)
-    name = namespace_name(suite_config.run_id, request.node.nodeid)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={RUN_LABEL: suite_config.run_id})))
+    nodeid = request.node.nodeid
+    name = namespace_name(suite_config.run_id, nodeid.split("::")[-1], unique=nodeid)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=namespace_labels(suite_config.run_id))))
     try:
         yield name
     finally:
@@ -200,22 +221,4 @@ def namespace(k8s, suite_config: SuiteConfig, request: pytest.FixtureRequest):
             core.delete_namespace(name, propagation_policy="Background")
         except client.ApiException as exc:
             if exc.status != 404:
-                _progress(f"could not delete namespace {name}: {exc.reason}")
-
-
-@pytest.fixture(autouse=True)
-def _needs_features(request: pytest.FixtureRequest) -> None:
-    """``@pytest.mark.needs("load_balancer", ...)``: skip with the cluster's own reason when a feature is missing.
-
-    A fixture rather than a setup hook: it asks for ``cluster`` only when the marker is there, inside
-    fixture setup where that is safe (also under xdist).
-    """
-    marks = list(request.node.iter_markers("needs"))
-    if not marks:
-        return
-    feats = request.getfixturevalue("cluster").features()
-    for mark in marks:
-        for feature in mark.args:
-            ok, reason = feats.require(feature)
-            if not ok:
-                pytest.skip(reason)
+                progress(f"could not delete namespace {name}: {exc.reason}")

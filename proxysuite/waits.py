@@ -60,10 +60,6 @@ LB_INGRESS = Wait(
     "the load-balancer controller allocating a VIP and writing status.loadBalancer.ingress "
     "(upstream e2e LoadBalancerLagTimeoutDefault is 2m on clouds)",
 )
-TERMINATING_VISIBLE = Wait(
-    "TERMINATING_VISIBLE", 30, 0.3,
-    "pod deletion → deletionTimestamp → EndpointSlice shows terminating=true for the endpoint",
-)
 PROXY_RECOVERY = Wait(
     "PROXY_RECOVERY", 120, 1.0,
     "a restarted proxy becoming healthy and re-syncing, or a proxy noticing flushed rules "
@@ -73,10 +69,6 @@ FLUSH_NOTICED = Wait(
     "FLUSH_NOTICED", 20, 1.0,
     "a proxy noticing on its own that its rules were flushed (iptables: canary chain monitor); "
     "after this ceiling the check triggers a sync with a change instead",
-)
-OBJECT_GONE = Wait(
-    "OBJECT_GONE", 60, 0.5,
-    "API deletion of a Service or pod (finalizers, grace periods)",
 )
 
 

@@ -148,7 +148,10 @@ def test_up_iptables_runs_exactly_these_commands(tools):
     assert feats.load_balancer and feats.node_exec and feats.proxy_restart
     ok, reason = feats.require("external_client")
     assert not ok and reason.startswith("the external client container did not start:")
-    assert cluster.external_vantage() is None
+    # the one convention for "not available": the method raises Unsupported with the same reason
+    with pytest.raises(Unsupported) as missing:
+        cluster.external_vantage()
+    assert missing.value.what == reason
 
 
 @pytest.mark.parametrize("variant,overlay", [("default", None), ("maglev", "maglev.yaml"), ("dsr", "dsr.yaml")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -44,7 +45,7 @@ def test_cluster_down_leaves_nothing():
     before = root_ns_rules()
     up = cli("cluster", "up", "--cluster-name", name, "--nodes", "1")
     assert up.returncode == 0, up.stderr
-    status = cli("cluster", "status", "--cluster-name", name)
+    status = cli("cluster", "status", "--cluster-name", name, "-o", "json")
     import json
 
     st = json.loads(status.stdout)
@@ -194,7 +195,11 @@ def test_perf_run_brings_down_the_cluster_it_created(tmp_path: Path):
     name = "pstest-perf"
     proc = cli("perf", "run", "--cluster-name", name, "--scales", "20", "--reports-dir", str(tmp_path), *PERF_SMALL)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert list((tmp_path / "perf").glob("*/results.parquet")), "the sweep saved its frame"
+    saved = list((tmp_path / "perf").glob("*/results.parquet"))
+    assert saved, "the sweep saved its frame"
+    phases = json.loads((saved[0].parent / "meta.json").read_text())["phases"]  # phases turned off say so
+    assert phases["restart"]["reason"] == "turned off (--no-restart)" and phases["load"]["skipped"] == [20], phases
+    assert phases["create"]["ran"] == phases["npl"]["ran"] == [20], phases
     assert leftovers(_removed_run_id(proc.stderr, name), name) == {"netns": [], "processes": [], "state_dir": False}
 
 

@@ -61,14 +61,17 @@ def test_frames_hold_every_measurement(runs):
         have = set(zip(s["metric"], s["stat"]))
         for need in [("create", "seconds"), ("sync_full", "mean"), ("sync_partial", "mean"), ("npl", "p50"),
                      ("npl_metric", "mean"), ("first_packet", "p50"), ("proxy", "rss"), ("locust", "p99_us"),
-                     ("locust", "throughput_rps")]:
+                     ("locust", "throughput_rps"), ("datapath", "ruleset_lines")]:
             assert need in have, (mode, need)
+        assert df["phase"].notna().all(), df[df["phase"].isna()][["metric", "stat"]].drop_duplicates()
         # the local provider sees kube-proxy's process, so the iptables-restore / nft it execs are counted
         kids = s[(s["metric"] == "proxy") & (s["stat"] == "children_cpu_seconds")]
         assert set(kids["phase"]) >= {"restart", "npl"} and kids["value"].sum() > 0, (mode, kids)
         meta = next(iter(metas.values()))
         assert meta["proxy_mode_reported"] == mode and meta["kubernetes_version"].startswith("v1.")
         assert meta["iptables_backend"] in ("nf_tables", "legacy") and meta["proxy_minSyncPeriod"]
+        # the local provider offers every phase, load included
+        assert {ph: p["ran"] for ph, p in meta["phases"].items()} == {ph: [100] for ph in meta["phases"]}, meta["phases"]
 
 
 @pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"{CHROMIUM} is not installed")

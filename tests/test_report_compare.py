@@ -80,3 +80,18 @@ def test_cross_mode_slope_is_kep_arithmetic():
     pooled = pd.DataFrame([{"mode": "iptables", "scale": 10000, "p99": 260.0}, {"mode": "nftables", "scale": 10000, "p99": 35.0}])
     # KEP-3866 at 10k: (260 − 35) µs / 10,000 Services = 22.5 ns per rule.
     assert tables.cross_mode_slope(pooled)["ns_per_rule"].item() == pytest.approx(22.5)
+
+
+def test_a_skipped_phase_is_reported_with_its_reason(tmp_path):
+    # The captured nftables run as a kind cluster would have recorded it: no load, and why.
+    df, _ = frames.load([NFT])
+    df = df[df["metric"] != "locust"].copy()
+    reason = "the kind provider does not expose the client pod's network namespace on this host, and Locust must run inside it"
+    skipped = pd.DataFrame([{**df.iloc[0].to_dict(), "metric": "phase", "stat": "skipped", "value": 1.0, "unit": "bool",
+                             "kind": "summary", "scale": s, "phase": "load", "note": reason} for s in (100, 300)])
+    cur = tmp_path / "kind.parquet"
+    pd.concat([df, skipped], ignore_index=True).to_parquet(cur)
+    assert compare.main([str(cur), "-o", str(tmp_path / "r")]) == 0
+    table = (tmp_path / "r" / "summary.md").read_text().split("## Per-mode comparison (measured)")[1].split("##")[0]
+    assert f"| Load through a Service (Locust, new connection per request) | – (skipped: {reason}) |" in table
+    assert f"| Phases skipped | load: {reason} |" in table

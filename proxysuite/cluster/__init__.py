@@ -1,24 +1,15 @@
 """Cluster providers: ``local`` (netns, no Docker), ``kind`` and ``existing``.
 
-``open_cluster(config)`` brings up (or reuses) the cluster the config names and
-returns a :class:`~proxysuite.cluster.base.Cluster`; ``teardown(config)``
-removes what ``open_cluster`` created.
+``get_provider(name)`` returns the :class:`~proxysuite.cluster.base.Provider`
+registered under ``name`` in :data:`~proxysuite.cluster.base.PROVIDERS`; its
+``up(config, progress, owner_pid)`` brings up (or reuses) the cluster the config
+names and returns a :class:`~proxysuite.cluster.base.Cluster`, ``down(config)``
+removes what ``up`` created, ``status(config)`` describes it, ``janitor()``
+sweeps what crashed runs left and ``clusters()`` lists what this machine runs.
 """
 
 from __future__ import annotations
 
-from ..config import SuiteConfig
-from .base import Cluster, Features, NodeInfo, Vantage
+from .base import PROVIDERS, Cluster, ClusterEntry, Features, NodeInfo, Provider, Vantage, get_provider
 
-__all__ = ["Cluster", "Features", "NodeInfo", "Vantage", "get_provider"]
-
-
-def get_provider(config: SuiteConfig):
-    """Return the provider module for ``config.provider``; each has ``up(config, progress)`` and ``down(config)``."""
-    if config.provider == "local":
-        from .local import provider
-    elif config.provider == "kind":
-        from . import kind as provider
-    else:
-        from . import existing as provider
-    return provider
+__all__ = ["PROVIDERS", "Cluster", "ClusterEntry", "Features", "NodeInfo", "Provider", "Vantage", "get_provider"]

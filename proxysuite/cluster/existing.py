@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import SuiteConfig, default_state_root
-from ..errors import ProbeError, SuiteError
-from .base import Features
+from ..errors import ProbeError, SuiteError, Unsupported
+from ..images import ImageRef, pod_images
+from ..modes import KUBE_PROXY_METRICS_PORT
+from .base import ClusterEntry, Features, Provider
 from .detect import Detection, detect
 from .remote import RUN_LABEL, Kubectl, KubectlCluster, ToolError, delete_run_namespaces, require_tool, run_tool
 
@@ -93,6 +95,10 @@ class ExistingCluster(KubectlCluster):
                                    "run this check on --provider kind or local",
                 "node_exec": "the existing provider does not exec on your nodes (it would need privileged host access it does not ask for)",
                 "proxy_restart": "the existing provider never restarts the proxy of a cluster it does not own",
+                "external_ips": "the existing provider has no external client to route an externalIP range from",
+                "proxy_children_cpu": "the existing provider cannot see the proxy's process on your nodes",
+                "load_generation": "the existing provider's clients run on your nodes, not in a network namespace on this machine; "
+                                   "the perf load phase runs on --provider local",
                 "load_balancer": "the existing provider does not assume a LoadBalancer implementation (set "
                                  "PROXYSUITE_EXISTING_LOAD_BALANCER=1 if yours assigns addresses reachable from pods and nodes); "
                                  "LoadBalancer checks also run on --provider kind (cloud-provider-kind)",
@@ -140,7 +146,7 @@ def detect_cluster_mode(cluster: KubectlCluster, *, ask_kube_proxy: bool = True)
 
     def proxy_mode() -> tuple[str, str] | None:
         node = cluster.nodes()[0].name
-        status, body = cluster.proxy_http(node, 10249, "/proxyMode")
+        status, body = cluster.proxy_http(node, KUBE_PROXY_METRICS_PORT, "/proxyMode")
         if status != 200:
             raise ProbeError(f"GET /proxyMode on {node} answered HTTP {status}")
         return node, body
@@ -213,3 +219,29 @@ def status(config: SuiteConfig) -> dict:
     return {**out, "exists": True, "reachable": True, "kubeconfig": kubectl.kubeconfig, "nodes": [n.name for n in cluster.nodes()],
             "mode": detection.mode,
             "mode_source": detection.source, "mode_details": detection.details, "run_namespaces": leftovers}
+
+
+class ExistingProvider(Provider):
+    name = "existing"
+    description = "a cluster you already have (--kubeconfig, --context); creates only labelled namespaces"
+    janitor_note = ("the existing provider owns no cluster; a session's namespaces (label proxysuite.io/run-id) are deleted when "
+                    "it ends; `proxysuite cluster status --provider existing` lists any a crashed run left")
+
+    def check_prereqs(self, config: SuiteConfig) -> None:
+        check_prereqs(config)
+
+    def up(self, config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int | None = None) -> ExistingCluster:
+        return up(config, progress, owner_pid)
+
+    def down(self, config: SuiteConfig, progress: Progress = lambda _m: None) -> None:
+        down(config, progress)
+
+    def status(self, config: SuiteConfig) -> dict:
+        return status(config)
+
+    def clusters(self) -> list[ClusterEntry]:
+        raise Unsupported("the existing provider owns no cluster: it tests the one a kubeconfig names",
+                          "proxysuite cluster status --provider existing --kubeconfig PATH")
+
+    def images(self, mode: str, k8s_version: str, proxy_manifest: str | None = None) -> list[ImageRef]:
+        return pod_images()

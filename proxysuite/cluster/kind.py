@@ -49,7 +49,7 @@ from ..config import SuiteConfig, default_state_root
 from ..errors import ProbeError, SuiteError
 from ..modes import require_ipvs_kernel
 from ..probes.engine import Observation, ProbeRequest
-from .base import Features, Vantage
+from .base import ClusterEntry, Features, Provider, Vantage
 from .detect import cilium_from_status
 from .kindsetup import hooks as kindsetup_hooks
 from .remote import (ROLE_LABEL, RUN_LABEL, KubectlCluster, ToolError, exec_budget, exec_engine, parse_observations,
@@ -377,7 +377,10 @@ class KindCluster(KubectlCluster):
     def __init__(self, config: SuiteConfig, kubeconfig: str):
         super().__init__(provider="kind", mode=config.mode, name=config.name, kubeconfig=kubeconfig, run_id=config.run_id)
         self.config = config
-        self.reasons: dict[str, str] = {}
+        self.reasons: dict[str, str] = {
+            "load_balancer": "cloud-provider-kind was not started (start_side_containers was not called)",
+            "external_client": "the external client container was not started (start_side_containers was not called)",
+        }
         self.load_balancer = False
         self._external = None
         self._external_id: str | None = None
@@ -388,6 +391,7 @@ class KindCluster(KubectlCluster):
         try:
             ensure_cloud_provider(progress)
             self.load_balancer = True
+            self.reasons.pop("load_balancer", None)
         except (ProbeError, SuiteError) as exc:
             self.reasons["load_balancer"] = f"cloud-provider-kind did not start: {exc}"
             progress(self.reasons["load_balancer"])
@@ -395,6 +399,7 @@ class KindCluster(KubectlCluster):
         try:
             progress(f"starting external client {spec['name']} ({spec['image']}) on network {spec['network']} via testcontainers")
             self._external, self._external_id, self._external_ip = start_external_client(spec)
+            self.reasons.pop("external_client", None)
         except Exception as exc:  # noqa: BLE001 - docker SDK errors come in many types; each means "no external client"
             self.reasons["external_client"] = f"the external client container did not start: {type(exc).__name__}: {exc}"
             progress(self.reasons["external_client"])
@@ -405,12 +410,18 @@ class KindCluster(KubectlCluster):
         if self.mode == "custom" and not self._proxy_selector()[1]:
             restart = False
             reasons["proxy_restart"] = "the --proxy-manifest defines no DaemonSet with a selector, so its pods cannot be found to restart"
+        reasons.setdefault("external_ips", "kind routes no externalIP range from its external client to the nodes; "
+                                           "externalIP checks from outside run on --provider local")
+        reasons.setdefault("proxy_children_cpu", "the proxy runs in a pod inside a node container; its exited children's CPU "
+                                                 "is not visible from here (run perf on --provider local)")
+        reasons.setdefault("load_generation", "kind clients live in node containers, so no network namespace on this machine "
+                                              "sends as a client pod; the perf load phase runs on --provider local")
         return Features(load_balancer=self.load_balancer, external_client=self._external_id is not None, node_exec=True,
                         proxy_restart=restart, cluster_dns=True, udp=True, reasons=reasons)
 
-    def external_vantage(self) -> Vantage | None:
+    def external_vantage(self) -> Vantage:
         if self._external_id is None:
-            return None
+            raise self._unavailable("external_client")
         prefix = ["docker", "exec", self._external_id]
 
         def runner(requests: list[ProbeRequest]) -> list[Observation]:
@@ -477,10 +488,6 @@ class KindCluster(KubectlCluster):
                 return f"(no cilium agent on {node})"
             return self.kubectl.run("exec", "-n", ns, pod, "-c", "cilium-agent", "--", "cilium-dbg", "service", "list",
                                     check=False).stdout
-        if self.mode == "ipvs":
-            rules = self.node_exec(node, ["iptables-save"])
-            ipvs = run_tool(["docker", "exec", node, "ipvsadm", "-Ln"], check=False)
-            return rules + "\n# ipvsadm -Ln\n" + (ipvs.stdout or ipvs.stderr)
         return super().proxy_rules(node)
 
     def close(self) -> None:
@@ -491,6 +498,7 @@ class KindCluster(KubectlCluster):
                 pass
             self._external = None
             self._external_id = None
+            self.reasons["external_client"] = "the external client was stopped (the cluster object was closed)"
 
 
 def up(config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int | None = None) -> KindCluster:
@@ -550,3 +558,50 @@ def status(config: SuiteConfig) -> dict:
                                                check=False).stdout.strip())
     return out
 
+
+class KindProvider(Provider):
+    name = "kind"
+    description = "Kubernetes in Docker: real nodes as containers, every proxy mode (needs a Docker engine)"
+    janitor_note = ("kind clusters are deleted by the session that created them; `proxysuite cluster list` shows any left, "
+                    "`proxysuite cluster down --provider kind --cluster-name NAME` removes one, and the external client "
+                    "container is removed by the testcontainers reaper")
+
+    def check_prereqs(self, config: SuiteConfig) -> None:
+        check_prereqs(config)
+
+    def up(self, config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int | None = None) -> KindCluster:
+        return up(config, progress, owner_pid)
+
+    def down(self, config: SuiteConfig, progress: Progress = lambda _m: None) -> None:
+        down(config, progress)
+
+    def status(self, config: SuiteConfig) -> dict:
+        return status(config)
+
+    def janitor(self, progress: Progress = lambda _m: None, everything: bool = False) -> dict:
+        """The suite's own Docker engine (``proxysuite kind setup-engine``): what a dead one left; with
+        ``everything`` the running one too, with its containers, networks and images."""
+        from .kindsetup import engine
+
+        result = engine.janitor(progress, everything)
+        return result if result.get("engine") else {"skipped": self.janitor_note}
+
+    def clusters(self) -> list[ClusterEntry]:
+        """Every kind cluster on this Docker engine, with the mode proxysuite recorded when it made it."""
+        kindsetup_hooks.before_prereqs()
+        for tool in ("docker", "kind"):
+            require_tool(tool)
+        docker_engine_version()
+        out = []
+        for name in existing_clusters():
+            cfg = SuiteConfig(provider="kind", cluster_name=name)
+            record = _read_record(cfg) or {}
+            running = run_tool(["docker", "ps", "-q", "--filter", f"label=io.x-k8s.kind.cluster={name}"], check=False).stdout.split()
+            sd = state_dir(cfg)
+            out.append(ClusterEntry(provider="kind", name=name, mode=record.get("mode"), alive=bool(running),
+                                    kubeconfig=str(sd / "kubeconfig") if (sd / "kubeconfig").exists() else None,
+                                    note="" if record else "not made by proxysuite (mode detected on reuse)"))
+        return out
+
+    def images(self, mode: str, k8s_version: str, proxy_manifest: str | None = None) -> list[images.ImageRef]:
+        return images.kind_images(mode, k8s_version, proxy_manifest)

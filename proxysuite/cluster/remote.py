@@ -56,9 +56,9 @@ from ..errors import ProbeError, SuiteError, Unsupported
 from ..images import backend_image, client_image
 from ..probes import engine
 from ..probes.engine import Observation, ProbeRequest
+from ..runscope import RUN_LABEL, helper_namespace, namespace_labels
 from .base import Cluster, NodeInfo, Vantage
 
-RUN_LABEL = "proxysuite.io/run-id"
 ROLE_LABEL = "proxysuite.io/role"
 PROBE_PORT_ANNOTATION = "proxysuite.io/probe-port"
 CLIENT_PROBE_PORT = 9109
@@ -282,19 +282,12 @@ def client_pod_manifest(name: str, namespace: str, node: str | None, run_id: str
 
 def run_namespace(run_id: str) -> str:
     """The namespace a run keeps its own helper pods in (node vantages)."""
-    return f"proxysuite-{run_id}"
+    return helper_namespace(run_id)
 
 
 def namespace_manifest(name: str, run_id: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name, "labels": {
-            RUN_LABEL: run_id,
-            # hostNetwork vantage pods are rejected under the baseline/restricted Pod Security levels.
-            "pod-security.kubernetes.io/enforce": "privileged",
-        }},
-    }
+    # hostNetwork vantage pods are rejected under the baseline/restricted Pod Security levels.
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": namespace_labels(run_id, privileged=True)}}
 
 
 def dns_label(text: str) -> str:

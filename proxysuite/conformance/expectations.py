@@ -14,19 +14,25 @@ Expectation classes say how much a row's verdict weighs:
 ``REQUIRED``  Kubernetes conformance ([Conformance] upstream). A mismatch fails.
 ``EXPECTED``  upstream e2e or documented proxy behaviour. A mismatch fails.
 ``IMPLEMENTATION_DEFINED``  behaviour Kubernetes leaves to the implementation
-              (REJECT vs DROP, NodePort on 127.0.0.1). The observation is
-              classified and recorded in the matrix; it fails only if it matches
-              none of the behaviours the row allows.
+              (REJECT vs DROP, NodePort on 127.0.0.1). Each mode declares what it
+              does; the matrix records it beside the other modes. It still fails
+              when the observation departs from what may be observed (see
+              :mod:`proxysuite.conformance.verdict`, the one verdict rule).
+
+:data:`RECORD_ONLY` is declared for a mode whose behaviour no source settles: the
+observation is recorded and shown as ``record-only``, never as a pass.
+:data:`ANY_DECLARED` (for ``custom`` on implementation-defined rows) accepts what the
+row declares for any other mode, and fails when the observation matches none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from ..probes import analysis
-from ..probes.engine import OK, REFUSED as _REFUSED, TIMEOUT as _TIMEOUT, Observation
+from ..probes.engine import OK, REFUSED as _REFUSED, TIMEOUT as _TIMEOUT, UNREACHABLE as _UNREACHABLE, Observation
 
 
 class Klass(str, Enum):
@@ -68,6 +74,11 @@ class Expectation:
     doc: str
     predicate: Callable[[Sequence[Observation], Context], Verdict] = field(repr=False, compare=False)
     parts: tuple["Expectation", ...] = ()
+    positive: bool = False
+    """True when the expectation needs answers (the harness then waits for the path to be programmed
+    and samples over time); False for REFUSED / TIMEOUT / NO_REACH."""
+    record_only: bool = False
+    any_declared: bool = False
 
     def evaluate(self, obs: Sequence[Observation], ctx: Context) -> Verdict:
         if not obs:
@@ -86,7 +97,10 @@ class Expectation:
                 details.append(v.detail)
             return Verdict(True, "; ".join(d for d in details if d))
 
-        return Expectation("+".join(p.name for p in parts), " and ".join(p.doc for p in parts), all_of, parts)
+        if any(p.record_only or p.any_declared for p in parts):
+            raise ValueError("RECORD_ONLY and ANY_DECLARED cannot be combined with other expectations")
+        return Expectation("+".join(p.name for p in parts), " and ".join(p.doc for p in parts), all_of, parts,
+                           positive=any(p.positive for p in parts))
 
     def __str__(self) -> str:
         return self.name
@@ -118,25 +132,19 @@ def _all_outcome(outcome: str):
     return pred
 
 
-def _locally_rejected(o: Observation) -> bool:
-    # From the host network, a packet that the proxy's OUTPUT-path REJECT rule answers never leaves:
-    # send() fails with EPERM (the engine reports outcome "error", PermissionError). Seen on the
-    # local provider: node -> ClusterIP without endpoints over UDP.
-    return o.outcome == "error" and (o.error or "").startswith("PermissionError")
-
-
 def _refused(obs, ctx):
     # A REJECT answers with TCP RST or ICMP port-unreachable, and the kernel rate-limits ICMP errors per
     # peer (icmp_ratelimit 1 s, burst 6): when two workers probe through the same node at once, some
     # rejections go silent. So REFUSED means: nothing answered, at least one probe was actively refused,
-    # and the rest timed out. A DROP never produces a refusal, so REJECT and DROP stay distinguishable.
-    refused = [o for o in obs if o.outcome == _REFUSED or _locally_rejected(o)]
+    # and the rest timed out. A DROP never produces a refusal (the engine reports a DROP on the sender's
+    # own output path as a timeout too), so REJECT and DROP stay distinguishable.
+    refused = [o for o in obs if o.outcome == _REFUSED]
     silent = [o for o in obs if o.outcome == _TIMEOUT]
     if refused and len(refused) + len(silent) == len(obs):
-        local = sum(_locally_rejected(o) for o in obs)
+        local = sum(1 for o in refused if (o.error or "").startswith("rejected on the sending host"))
         return Verdict(True, f"{len(refused)} of {len(obs)} refused"
                        + (f", {len(silent)} silent (ICMP rate limit)" if silent else "")
-                       + (f" ({local} rejected on the sending host: EPERM)" if local else ""))
+                       + (f" ({local} rejected on the sending host)" if local else ""))
     return Verdict(False, analysis.summary(obs))
 
 
@@ -179,7 +187,17 @@ def _no_reach(obs, ctx):
     return Verdict(True, analysis.summary(obs))
 
 
+def _source_unknown(ctx) -> Verdict | None:
+    # Without the vantage's own address neither claim can be checked; an empty address must not
+    # make "the backend saw something else" true by default.
+    if not ctx.source_ip:
+        return Verdict(False, "the vantage's own source address is unknown, so the client IP cannot be judged")
+    return None
+
+
 def _src_preserved(obs, ctx):
+    if (v := _source_unknown(ctx)) is not None:
+        return v
     ips = analysis.client_ips(obs)
     if not ips:
         return Verdict(False, "no answer carried a client IP; " + analysis.summary(obs))
@@ -189,6 +207,8 @@ def _src_preserved(obs, ctx):
 
 
 def _src_masqueraded(obs, ctx):
+    if (v := _source_unknown(ctx)) is not None:
+        return v
     ips = analysis.client_ips(obs)
     if not ips:
         return Verdict(False, "no answer carried a client IP; " + analysis.summary(obs))
@@ -211,19 +231,33 @@ def _sticky(obs, ctx):
     return Verdict(ok, detail)
 
 
-REACH = Expectation("REACH", "every probe is answered, only by backends that may get traffic", _reach)
-REACH_ALL = Expectation("REACH_ALL", "every probe is answered and every ready backend answers at least once", _reach_all)
-REACH_LOCAL = Expectation("REACH_LOCAL", "every probe is answered by a backend on the receiving node", _reach_local)
+REACH = Expectation("REACH", "every probe is answered, only by backends that may get traffic", _reach, positive=True)
+REACH_ALL = Expectation("REACH_ALL", "every probe is answered and every ready backend answers at least once", _reach_all,
+                        positive=True)
+REACH_LOCAL = Expectation("REACH_LOCAL", "every probe is answered by a backend on the receiving node", _reach_local,
+                          positive=True)
 REFUSED = Expectation("REFUSED", "connections are actively refused (TCP RST / ICMP port unreachable: REJECT); "
                       "none is answered", _refused)
 TIMEOUT = Expectation("TIMEOUT", "no probe gets any answer (DROP or blackhole)", _all_outcome(_TIMEOUT))
+UNREACHABLE = Expectation("UNREACHABLE", "every probe fails at once with host/net unreachable (ICMP host or net "
+                          "unreachable, or EHOSTUNREACH at connect); nothing answers", _all_outcome(_UNREACHABLE))
+"""Cilium's socket-LB refuses a connect()/sendmsg() to a Service frontend without backends inside the syscall
+(``bpf_sock.c`` ``__sock4_xlate_fwd`` returns -EHOSTUNREACH): no packet leaves, so unlike :data:`REFUSED` no
+ICMP rate limit can turn some probes silent, and every probe must show it."""
 NO_REACH = Expectation("NO_REACH", "no probe is answered by anything (refused, timeout or unreachable)", _no_reach)
-SRC_IP_PRESERVED = Expectation("SRC_IP_PRESERVED", "the backend sees the client's own address", _src_preserved)
-SRC_IP_MASQUERADED = Expectation("SRC_IP_MASQUERADED", "the backend sees an address other than the client's (SNAT)", _src_masqueraded)
-UNIFORM = Expectation("UNIFORM", "answers spread uniformly over the ready backends (chi-square)", _uniform)
-STICKY = Expectation("STICKY", "every answer comes from the same backend", _sticky)
+SRC_IP_PRESERVED = Expectation("SRC_IP_PRESERVED", "the backend sees the client's own address", _src_preserved,
+                               positive=True)
+SRC_IP_MASQUERADED = Expectation("SRC_IP_MASQUERADED", "the backend sees an address other than the client's (SNAT)",
+                                 _src_masqueraded, positive=True)
+UNIFORM = Expectation("UNIFORM", "answers spread uniformly over the ready backends (chi-square)", _uniform, positive=True)
+STICKY = Expectation("STICKY", "every answer comes from the same backend", _sticky, positive=True)
+ANY_DECLARED = Expectation("ANY_DECLARED", "behaves as the row declares for some mode (a custom proxy on an "
+                           "implementation-defined row)", lambda obs, ctx: Verdict(False, "matches no declared behaviour"),
+                           any_declared=True)
+RECORD_ONLY = Expectation("RECORD_ONLY", "no source settles this mode's behaviour: observed and recorded, never judged",
+                          lambda obs, ctx: Verdict(True, "recorded, not judged"), record_only=True)
 
-OUTCOMES = (REACH, REFUSED, TIMEOUT, NO_REACH)
+OUTCOMES = (REACH, REFUSED, TIMEOUT, UNREACHABLE, NO_REACH)
 """Fallback classification of what was observed, most specific first."""
 
 
@@ -237,9 +271,33 @@ def classify(obs: Sequence[Observation], ctx: Context, candidates: Sequence[Expe
     return "MIXED(" + ",".join(f"{k}:{v}" for k, v in sorted(analysis.outcomes(obs).items())) + ")"
 
 
-def per_mode(default: Expectation | None = None, **modes: Expectation) -> Mapping[str, Expectation]:
-    """A per-mode expectation table: ``per_mode(REACH, nftables=REFUSED)``."""
+def per_mode(default=None, **modes):
+    """A per-mode table of expectations or classes: ``per_mode(REACH, nftables=REFUSED)``.
+
+    Keys must be mode names (:data:`proxysuite.modes.MODES`); a typo such as ``nftable=`` raises
+    here, when the catalogue is defined, instead of silently never being judged. ``default``
+    applies to every mode not named.
+    """
+    from ..modes import MODES
+
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise ValueError(f"per_mode: unknown mode(s) {unknown}; known: {', '.join(MODES)}")
     table = dict(modes)
     if default is not None:
         table["*"] = default
     return table
+
+
+def for_mode(table, mode: str):
+    """What a value-or-:func:`per_mode` table declares for ``mode`` (for judged steps that are not rows).
+
+    A table that neither names the mode nor has a default raises: a step must declare every mode it runs in.
+    """
+    if not isinstance(table, dict):
+        return table
+    if mode in table:
+        return table[mode]
+    if "*" in table:
+        return table["*"]
+    raise ValueError(f"no declaration for mode {mode!r} (declared: {', '.join(table)})")

@@ -133,11 +133,11 @@ class Forensics:
         feats = self.cluster.features()
         nodes = [n.name for n in self.cluster.nodes()]
         self._full: dict[str, str] = {}
-        if not feats.node_exec:
-            reason = feats.reasons.get("node_exec", "the provider cannot run commands on nodes")
-            sections["node"] = f"rules and conntrack not collected: {reason}"
+        node_exec, why = feats.require("node_exec")
+        if not node_exec:
+            sections["node"] = f"rules and conntrack not collected: {why}"
         for node in nodes:
-            if feats.node_exec:
+            if node_exec:
                 try:
                     rules = self.cluster.proxy_rules(node)
                     self._full[f"ruleset-full-{node}.txt"] = rules

@@ -1,4 +1,9 @@
-"""The capability matrix: check × mode × expectation class → pass / fail / implementation-defined / skipped.
+"""The capability matrix: check × mode × expectation class → result.
+
+Results (:mod:`proxysuite.conformance.verdict`): ``pass``, ``fail``, ``impl-as-declared``
+(an implementation-defined row behaved as declared for the mode), ``impl-other-alternative``
+(a custom proxy behaved like another mode's declaration), ``record-only`` (no declared
+behaviour: observed, never judged), ``skipped`` (with the reason) and ``error`` (could not probe).
 
 Files (under ``<reports-dir>/matrix/``):
 
@@ -31,9 +36,12 @@ from typing import Iterable
 
 from filelock import FileLock
 
-SCHEMA = 1
-RESULTS = ("pass", "fail", "implementation-defined", "skipped", "error")
-SYMBOL = {"pass": "pass", "fail": "**FAIL**", "implementation-defined": "impl", "skipped": "skip", "error": "**ERROR**"}
+from .verdict import RESULTS
+
+SCHEMA = 2
+"""2: ``implementation-defined`` results split into ``impl-as-declared`` / ``impl-other-alternative``, and ``record-only``."""
+SYMBOL = {"pass": "pass", "fail": "**FAIL**", "impl-as-declared": "impl", "impl-other-alternative": "impl-alt",
+          "record-only": "record", "skipped": "skip", "error": "**ERROR**"}
 
 
 def key(provider: str, mode: str) -> str:
@@ -120,7 +128,7 @@ def _cell(v: dict | None) -> str:
     if res == "skipped":
         return f"skip: {(v.get('reason') or '')[:140]}".replace("|", "/")
     text = SYMBOL.get(res, res)
-    if res in ("implementation-defined", "fail") and v.get("observed"):
+    if res in ("impl-as-declared", "impl-other-alternative", "record-only", "fail") and v.get("observed"):
         text += f" {v['observed']}"
     return f"{text} ({klass})" if klass else text
 
@@ -128,17 +136,20 @@ def _cell(v: dict | None) -> str:
 def to_markdown(doc: dict) -> str:
     columns = sorted(doc["runs"])
     lines = ["# Service-proxy conformance matrix", ""]
-    lines.append("Cells: **pass** / **FAIL** / **impl** (implementation-defined: observed behaviour recorded) / "
+    lines.append("Cells: **pass** / **FAIL** / **impl** (implementation-defined, behaved as declared for the mode) / "
+                 "**impl-alt** (a custom proxy behaved as another mode declares) / **record** (nothing declared for "
+                 "the mode: recorded, not judged) / "
                  "**skip: reason**. Class in brackets: (R) required = Kubernetes conformance, (E) expected = upstream e2e "
                  "or documented proxy behaviour, (I) implementation-defined.")
     lines.append("")
-    lines.append("| run | provider | mode | run id | finished | pass | fail | impl | skip | error |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("| run | provider | mode | run id | finished | pass | fail | impl | impl-alt | record | skip | error |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in columns:
         r = doc["runs"][c]
         n = r.get("counts", {})
         lines.append(f"| {c} | {r.get('provider')} | {r.get('mode')} | {r.get('run_id')} | {r.get('finished')} | "
-                     f"{n.get('pass', 0)} | {n.get('fail', 0)} | {n.get('implementation-defined', 0)} | {n.get('skipped', 0)} | {n.get('error', 0)} |")
+                     f"{n.get('pass', 0)} | {n.get('fail', 0)} | {n.get('impl-as-declared', 0)} | "
+                     f"{n.get('impl-other-alternative', 0)} | {n.get('record-only', 0)} | {n.get('skipped', 0)} | {n.get('error', 0)} |")
     by_cap: dict[str, list[str]] = {}
     for cid, c in doc["checks"].items():
         by_cap.setdefault(c.get("capability") or "other", []).append(cid)

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import pytest
 
+from ..errors import ProbeError
+from . import verdict as vd
 from .check import Conformance, Record
 from .forensics import Forensics
 from . import matrix as mx
@@ -47,12 +49,11 @@ SECTION_LIMIT = 6000
 
 
 def _settings(config: pytest.Config) -> dict:
-    """provider, mode, run_id, reports_dir as the core plugin sees them (CLI, then ini, then defaults)."""
-    from .. import plugin as core
+    """provider, mode, run_id, reports_dir of this session (the core plugin's one SuiteConfig)."""
+    from ..plugin import suite_config_of
 
-    values = core._option_values(config)
-    return {"provider": values["provider"], "mode": values["mode"], "run_id": core._run_id(config),
-            "reports_dir": Path(values["reports-dir"])}
+    cfg = suite_config_of(config)
+    return {"provider": cfg.provider, "mode": cfg.mode, "run_id": cfg.run_id, "reports_dir": Path(cfg.reports_dir)}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -167,19 +168,17 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     if not final:
         return
     rec = item.stash.get(_record_key, None) or Record()
-    if report.skipped:
-        result = "skipped"
-    elif report.when == "setup":
-        result = "error"
-    elif report.failed:
-        result = "fail"
-    elif rec.klass == "implementation-defined":
-        result = "implementation-defined"
-    else:
-        result = "pass"
+    if report.when == "call" and report.passed and not rec.result:
+        # A check that returns without judging anything has proved nothing: it must not read as a pass.
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid}: the check finished without a verdict (no row or value was judged "
+                           "through the conformance harness)")
+    result = _result(report, rec, call)
     reason = _skip_reason(report) if report.skipped else ""
-    if result in ("fail", "error"):
-        reason = (report.longreprtext or "").strip().splitlines()[-1][:300] if report.longreprtext else ""
+    if result in (vd.FAIL, vd.ERROR):
+        # The exception's own line says what went wrong; the report's last line is often just its location.
+        text = call.excinfo.exconly() if call.excinfo is not None else (report.longreprtext or "")
+        reason = text.strip().splitlines()[0][:300] if text.strip() else ""
     s = _settings(item.config)
     params = getattr(item, "callspec", None)
     check_id = marker.kwargs.get("name", item.originalname) + (f"[{params.id}]" if params else "")
@@ -200,6 +199,19 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     }
     report.user_properties.append(("proxysuite.matrix", record))
     mx.append_part(s["reports_dir"] / "matrix", s["run_id"], record)
+
+
+def _result(report, rec: Record, call) -> str:
+    """The matrix result of a finished check (see :mod:`proxysuite.conformance.verdict`)."""
+    if report.skipped:
+        return vd.SKIPPED
+    if report.when == "setup":
+        return vd.ERROR
+    if report.failed:
+        exc = call.excinfo.value if call.excinfo is not None else None
+        # Could not probe at all (a vantage that cannot run the probe): an error, not a verdict on the proxy.
+        return vd.ERROR if isinstance(exc, ProbeError) else vd.FAIL
+    return rec.result
 
 
 def _attach_build_forensics(item: pytest.Item, report, jig) -> None:

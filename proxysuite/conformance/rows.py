@@ -7,8 +7,11 @@
         klass=IMPLEMENTATION_DEFINED, note="nftables never serves NodePorts on 127.0.0.1 (kk PR #124383)")
 
 ``expect`` and ``klass`` are either one value for every mode or a per-mode table
-(``"*"`` is the default). A mode with no entry and no default has no declared
-expectation: the row is observed and recorded, never judged.
+(``"*"`` is the default). Every mode must resolve to an expectation: a table
+without a default that leaves a mode out raises when the row is defined. Where no
+source settles a mode's behaviour, declare :data:`RECORD_ONLY` for it (the matrix
+shows ``record-only``, never a pass). Vantage, target and protocol names are
+checked when the row is defined too.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .expectations import REACH, REQUIRED, Expectation, Klass
+from .expectations import IMPLEMENTATION_DEFINED, REACH, REQUIRED, Expectation, Klass
+from ..modes import MODES
+from ..probes.vantages import TARGETS, VANTAGES
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,31 @@ class Row:
     note: str = ""
     """Provenance of the expectation (upstream test, KEP, PR)."""
 
+    def __post_init__(self) -> None:
+        where = f"Row({self.vantage!r}, {self.target!r}, {self.proto!r})"
+        if self.vantage not in VANTAGES:
+            raise ValueError(f"{where}: unknown vantage; known: {', '.join(VANTAGES)}")
+        if self.target not in TARGETS:
+            raise ValueError(f"{where}: unknown target; known: {', '.join(TARGETS)}")
+        if self.proto not in ("tcp", "udp"):
+            raise ValueError(f"{where}: protocol must be tcp or udp")
+        for what, table, kind in (("expect", self.expect, Expectation), ("klass", self.klass, Klass)):
+            if isinstance(table, kind):
+                continue
+            unknown = sorted(set(table) - set(MODES) - {"*"})
+            if unknown:
+                raise ValueError(f"{where}: {what} names unknown mode(s) {unknown}; known: {', '.join(MODES)}")
+            if any(not isinstance(v, kind) for v in table.values()):
+                raise ValueError(f"{where}: every {what} entry must be a {kind.__name__}")
+        if not isinstance(self.expect, Expectation) and "*" not in self.expect:
+            missing = [m for m in MODES if m not in self.expect]
+            if missing:
+                raise ValueError(f"{where}: no expectation declared for mode(s) {', '.join(missing)}; "
+                                 "declare one (or RECORD_ONLY with a note saying why) or give a default")
+        for mode in MODES:
+            if self.expectation_for(mode).any_declared and self.klass_for(mode) is not IMPLEMENTATION_DEFINED:
+                raise ValueError(f"{where}: ANY_DECLARED for {mode} needs the row to be implementation-defined there")
+
     @property
     def id(self) -> str:
         svc = f"@{self.service}" if self.service else ""
@@ -49,10 +79,10 @@ class Row:
     def __str__(self) -> str:
         return self.id
 
-    def expectation_for(self, mode: str) -> Expectation | None:
+    def expectation_for(self, mode: str) -> Expectation:
         if isinstance(self.expect, Expectation):
             return self.expect
-        return self.expect.get(mode, self.expect.get("*"))
+        return self.expect[mode] if mode in self.expect else self.expect["*"]
 
     def klass_for(self, mode: str) -> Klass:
         if isinstance(self.klass, Klass):
@@ -60,7 +90,8 @@ class Row:
         return self.klass.get(mode, self.klass.get("*", REQUIRED))
 
     def alternatives(self) -> list[Expectation]:
-        """Every expectation this row declares for any mode (used to classify an observation)."""
+        """Every expectation this row declares for any mode (classifies an observation; a custom proxy may
+        match any of them on an implementation-defined row, see :mod:`proxysuite.conformance.verdict`)."""
         if isinstance(self.expect, Expectation):
             return [self.expect]
         seen, out = set(), []

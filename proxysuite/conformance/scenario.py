@@ -101,19 +101,15 @@ the proxy's own rules, the external client only if the provider routes it."""
 def external_ip(cluster, salt: str) -> tuple[str, bool]:
     """An externalIP for a scenario and whether the external client can route to it.
 
-    Providers that route an externalIP range from their external client say so with
-    ``external_ip_cidr``; the local provider's range is in its addressing plan.
-    The address is picked by hashing ``salt`` so modules running in parallel do not collide.
+    A provider whose external client routes an externalIP range to the nodes offers the
+    ``external_ips`` feature and names the range in ``external_ip_cidr``; elsewhere the address
+    comes from TEST-NET-3. It is picked by hashing ``salt`` so modules running in parallel do not collide.
     """
     import hashlib
     import ipaddress
 
-    cidr = getattr(cluster, "external_ip_cidr", None)
-    if cidr is None:
-        addressing = getattr(getattr(cluster, "state", None), "addressing", None)
-        cidr = getattr(addressing, "external_ips", None)
-    routed = cidr is not None
-    net = ipaddress.ip_network(cidr or FALLBACK_EXTERNAL_IP_CIDR)
+    routed, _why = cluster.features().require("external_ips")
+    net = ipaddress.ip_network(cluster.external_ip_cidr if routed else FALLBACK_EXTERNAL_IP_CIDR)
     hosts = net.num_addresses - 2
     offset = int(hashlib.sha1(salt.encode()).hexdigest(), 16) % max(hosts - 10, 1) + 10
     return str(net.network_address + offset), routed
@@ -124,19 +120,10 @@ def node_http(cluster, node: str, port: int, path: str) -> tuple[int, str]:
 
     kube-proxy's nftables mode serves health-check NodePorts on the node's own
     address only, never on 127.0.0.1 (the same rule as its NodePorts), so the
-    provider's loopback ``proxy_http`` is tried after the node address. Providers
-    whose ``proxy_http`` takes no ``host`` fall back to curl on the node.
+    request goes to the node address from the node itself.
     """
     ip = next(n.internal_ip for n in cluster.nodes() if n.name == node)
-    try:
-        return cluster.proxy_http(node, port, path, host=ip)
-    except TypeError:
-        pass
-    if cluster.features().node_exec:
-        out = cluster.node_exec(node, ["curl", "-s", "-m", "3", "-w", "\n%{http_code}", f"http://{ip}:{port}{path}"], timeout=10)
-        body, _, code = out.rstrip("\n").rpartition("\n")
-        return int(code or 0), body
-    return cluster.proxy_http(node, port, path)
+    return cluster.proxy_http(node, port, path, host=ip)
 
 
 def icmp_rate_limit_note(cluster) -> str | None:

@@ -8,9 +8,12 @@ recompute any statistic and plot distributions without going back to the
 cluster::
 
     rec = RunRecorder(run_id, mode="nftables", provider="local", meta=collect_metadata(cluster))
-    rec.add("sync_full.mean", 0.31, "s", scale=1000, source="kube-proxy metrics")
-    rec.add_samples("first_packet", connect_us_list, "us", scale=1000, target="svc-first")
+    rec.record(C.SYNC_FULL, "mean", 0.31, scale=1000, source="kube-proxy metrics")   # unit from the catalogue
+    rec.record_samples(C.FIRST_PACKET, connect_us_list, scale=1000, target="first")
     paths = rec.save("reports")      # reports/perf/<run>-<mode>/results.{parquet,csv} + meta.json
+
+Metric names, stats and units are checked against ``perf.catalogue`` as rows are
+added: a name the catalogue does not know is an error at the first write.
 
 Run metadata (kernel, Kubernetes version, proxy flags such as minSyncPeriod,
 iptables/nft versions and the iptables backend, CPU count) travels with the
@@ -34,6 +37,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..modes import KUBE_PROXY_METRICS_PORT
+from . import catalogue
+
 COLUMNS = ["run_id", "started", "mode", "provider", "scale", "metric", "stat", "value", "unit", "kind", "sample",
            "target", "estimate", "source"]
 """Columns every frame has, in this order; extra keys passed to ``add`` become extra columns."""
@@ -55,8 +61,35 @@ class RunRecorder:
     def add(self, metric: str, value: float, unit: str, scale: int | None = None, **extra) -> None:
         """One summary figure. ``metric`` is ``<family>.<stat>`` (``first_packet.p99``) or a bare name."""
         family, _, stat = metric.partition(".")
-        self.rows.append(dict(metric=family if stat else metric, stat=stat or "value", value=float(value), unit=unit,
-                              scale=scale, kind="summary", **extra))
+        family, stat = (family, stat) if stat else (metric, "value")
+        catalogue.lookup(family, stat, unit)
+        self.rows.append(dict(metric=family, stat=stat, value=float(value), unit=unit, scale=scale, kind="summary", **extra))
+
+    def record(self, metric: catalogue.Metric, stat: str, value: float, scale: int | None = None, **extra) -> None:
+        """One summary figure of a catalogue family, in the catalogue's unit."""
+        self.add(metric.key(stat), value, metric.unit_of(stat), scale=scale, **extra)
+
+    def record_samples(self, metric: catalogue.Metric, values, scale: int | None = None, **extra) -> None:
+        """Raw samples of a catalogue family, in the catalogue's unit."""
+        self.add_samples(metric.name, values, metric.unit_of("sample"), scale=scale, **extra)
+
+    def record_sample(self, metric: catalogue.Metric, value: float, index: int, scale: int | None = None, **extra) -> None:
+        """One raw sample with its own extra columns (e.g. each programming-latency change's resolution)."""
+        catalogue.lookup(metric.name, "sample")
+        self.rows.append(dict(metric=metric.name, stat="sample", value=float(value), unit=metric.unit_of("sample"),
+                              scale=scale, kind="sample", sample=index, **extra))
+
+    def skipped(self, phase: str, scale: int | None, reason: str) -> None:
+        """A phase that did not apply: a ``phase.skipped`` row (note = reason) and ``meta["phases"]``."""
+        self.record(catalogue.PHASE_SKIPPED, "skipped", 1, scale=scale, phase=phase, note=reason)
+        entry = self.meta.setdefault("phases", {}).setdefault(phase, {"ran": [], "skipped": [], "reason": None})
+        entry["skipped"].append(scale)
+        entry["reason"] = reason
+
+    def ran(self, phase: str, scale: int | None) -> None:
+        """Note in ``meta["phases"]`` that a phase ran at ``scale``."""
+        entry = self.meta.setdefault("phases", {}).setdefault(phase, {"ran": [], "skipped": [], "reason": None})
+        entry["ran"].append(scale)
 
     def add_rows(self, rows: list[dict], scale: int | None = None, **extra) -> None:
         """Rows shaped like ``perf.metrics.summarize`` output (metric, value, unit, ...)."""
@@ -66,6 +99,7 @@ class RunRecorder:
 
     def add_samples(self, metric: str, values, unit: str, scale: int | None = None, **extra) -> None:
         """Raw samples, one row each (connect times, programming latencies, request times)."""
+        catalogue.lookup(metric, "sample", unit)
         for i, v in enumerate(values):
             self.rows.append(dict(metric=metric, stat="sample", value=float(v), unit=unit, scale=scale,
                                   kind="sample", sample=i, **extra))
@@ -159,7 +193,7 @@ def iptables_backend(version_line: str | None) -> str | None:
 def proxy_config(cluster, node: str) -> dict:
     """kube-proxy's effective configuration from ``/configz`` (flags and config file merged), or {}."""
     try:
-        status, body = cluster.proxy_http(node, 10249, "/configz")
+        status, body = cluster.proxy_http(node, KUBE_PROXY_METRICS_PORT, "/configz")
         if status == 200:
             cfg = json.loads(body)
             return cfg.get("kubeproxy.config.k8s.io", cfg)
@@ -198,7 +232,7 @@ def collect_metadata(cluster=None, node: str | None = None, k8s_api=None) -> dic
             meta[f"proxy_{key}"] = (cfg.get("iptables") or {}).get(key) if cfg.get("mode") != "nftables" else (cfg.get("nftables") or {}).get(key)
             meta[f"proxy_{key}"] = meta[f"proxy_{key}"] or cfg.get(key) or (cfg.get("iptables") or {}).get(key)
         try:
-            status, body = cluster.proxy_http(node, 10249, "/proxyMode")
+            status, body = cluster.proxy_http(node, KUBE_PROXY_METRICS_PORT, "/proxyMode")
             meta["proxy_mode_reported"] = body.strip() if status == 200 else None
         except Exception:  # noqa: BLE001
             meta["proxy_mode_reported"] = None

@@ -29,10 +29,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..probes.engine import OK, ProbeRequest
+
+if TYPE_CHECKING:
+    from .scale import FleetService
 
 POLL_INTERVAL_S = 0.0005
 POLL_TIMEOUT_S = 0.005
@@ -143,7 +147,7 @@ def flip_latency(fleet, svc, vantage, ready: bool) -> Seen:
     return Seen(seen - t0, res, api, n)
 
 
-def create_latency(fleet, index: int, vantage) -> tuple[object, Seen]:
+def create_latency(fleet, index: int, vantage) -> tuple[FleetService, Seen]:
     """Create one more Service (+ ready slice) and time until it answers.
 
     The ClusterIP is only known once the create returns, so probing starts then; the blind

@@ -38,10 +38,16 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
+
+from . import catalogue as C
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: the Locust child never needs it
 
 CPU_BOUND_PCT = 90.0
 """Locust warns at 90 % CPU; above it the generator's own queueing shows up as latency."""
@@ -73,9 +79,9 @@ class LoadSpec:
 @dataclass
 class LoadResult:
     spec: LoadSpec
-    samples: "object"
+    samples: pd.DataFrame
     """pandas DataFrame: start (epoch s), response_us, ok, step, error."""
-    cpu: "object"
+    cpu: pd.DataFrame
     """pandas DataFrame: t (s since start), cpu_pct of the Locust process, users."""
     summary: dict = field(default_factory=dict)
 
@@ -85,13 +91,10 @@ class LoadResult:
 
     def rows(self) -> list[dict]:
         """Summary rows for a run frame (metric, value, unit)."""
-        units = {"count": "count", "errors": "count", "error_rate": "ratio", "throughput_rps": "rps",
-                 "generator_cpu_p50_pct": "%", "generator_cpu_max_pct": "%", "generator_demand_p50_pct": "%", "generator_bound": "bool",
-                 "duration_s": "s", "generator_loop_lag_p50_us": "us"}
         out = []
         for k, v in self.summary.items():
             if isinstance(v, (int, float, bool)) and v is not None:
-                out.append(dict(metric=f"locust.{k}", value=float(v), unit=units.get(k, "us" if k.endswith("_us") else "")))
+                out.append(dict(metric=C.LOCUST.key(k), value=float(v), unit=C.LOCUST.unit_of(k)))
         return out
 
 

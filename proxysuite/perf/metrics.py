@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..modes import KUBE_PROXY_METRICS_PORT
+from . import catalogue as C
+
 SYNC = "kubeproxy_sync_proxy_rules_duration_seconds"
 """Every sync, full or partial (all modes)."""
 SYNC_FULL = "kubeproxy_sync_full_proxy_rules_duration_seconds"
@@ -88,14 +91,14 @@ def parse(text: str, at: float | None = None) -> Scrape:
     return out
 
 
-def scrape(cluster, node: str, port: int = 10249, path: str = "/metrics") -> Scrape:
+def scrape(cluster, node: str, port: int = KUBE_PROXY_METRICS_PORT, path: str = "/metrics") -> Scrape:
     """GET and parse the proxy's metrics on ``node`` through the cluster's ``proxy_http``."""
     at = time.time()
     status, body = cluster.proxy_http(node, port, path)
     if status != 200:
         raise RuntimeError(f"metrics endpoint on node {node} port {port}{path} answered HTTP {status}: {body[:200]!r}")
-    children = cluster.proxy_children_cpu_seconds(node)
-    if children is not None:
+    if cluster.features().proxy_children_cpu:
+        children = cluster.proxy_children_cpu_seconds(node)
         # Appended in exposition format, so a kept scrape re-analyses to the same figures.
         body = body.rstrip("\n") + f"\n# TYPE {CHILD_CPU} counter\n{CHILD_CPU}_total {children}\n"
     return parse(body, at=at)
@@ -223,38 +226,40 @@ def summarize(d: Delta, ip_family: str | None = "IPv4") -> list[dict]:
     in a few ms, and pooling it would halve every mean. So only ``ip_family``
     (IPv4 by default) is read, when the label exists at all.
     """
-    short = {SYNC: "sync", SYNC_FULL: "sync_full", SYNC_PARTIAL: "sync_partial", NPL: "npl_metric"}
+    short = {SYNC: C.SYNC, SYNC_FULL: C.SYNC_FULL, SYNC_PARTIAL: C.SYNC_PARTIAL, NPL: C.NPL_METRIC}
     rows: list[dict] = []
+
+    def row(metric: C.Metric, stat: str, value: float, source: str, **extra) -> None:
+        rows.append(dict(metric=metric.key(stat), value=value, unit=metric.unit_of(stat), source=source, **extra))
+
     for fam in HISTOGRAMS:
         labelled = ip_family and any(n.startswith(fam) and "ip_family" in dict(lab) for n, lab in d.after.samples)
         h = d.histogram(fam, ip_family=ip_family) if labelled else d.histogram(fam)
         if h is None:
             continue
-        rows.append(dict(metric=f"{short[fam]}.count", value=h.count, unit="count", source=fam))
+        row(short[fam], "count", h.count, fam)
         if h.count:
-            rows.append(dict(metric=f"{short[fam]}.mean", value=h.mean, unit="s", source=fam))
+            row(short[fam], "mean", h.mean, fam)
             for q in (0.5, 0.9, 0.99):
-                rows.append(dict(metric=f"{short[fam]}.p{round(q * 100)}", value=h.quantile(q), unit="s",
-                                 source=fam, estimate=True))
+                row(short[fam], f"p{round(q * 100)}", h.quantile(q), fam, estimate=True)
     rss = d.after.value(RSS)
     if rss is not None:
-        rows.append(dict(metric="proxy.rss", value=rss, unit="bytes", source=RSS))
+        row(C.PROXY, "rss", rss, RSS)
     cpu = d.counter(CPU)
     if cpu is not None:
-        rows.append(dict(metric="proxy.cpu_seconds", value=cpu, unit="s", source=CPU))
+        row(C.PROXY, "cpu_seconds", cpu, CPU)
         if d.seconds > 0:
-            rows.append(dict(metric="proxy.cpu_cores", value=cpu / d.seconds, unit="cores", source=CPU))
+            row(C.PROXY, "cpu_cores", cpu / d.seconds, CPU)
     children = d.counter(CHILD_CPU + "_total")
     if children is not None:
-        rows.append(dict(metric="proxy.children_cpu_seconds", value=children, unit="s", source=CHILD_CPU))
+        row(C.PROXY, "children_cpu_seconds", children, CHILD_CPU)
         if d.seconds > 0:
-            rows.append(dict(metric="proxy.children_cpu_cores", value=children / d.seconds, unit="cores", source=CHILD_CPU))
+            row(C.PROXY, "children_cpu_cores", children / d.seconds, CHILD_CPU)
     for (name, lab), value in d.after.samples.items():
         # Rule counts (iptables_total{table=...}, nftables objects, ...) say how big the datapath got.
         if name.startswith("kubeproxy_sync_proxy_rules_") and d.after.families.get(name) == "gauge" and "timestamp" not in name:
             tag = ",".join(f"{k}={v}" for k, v in lab)
-            rows.append(dict(metric=f"rules.{name.removeprefix('kubeproxy_sync_proxy_rules_')}" + (f"[{tag}]" if tag else ""),
-                             value=value, unit="count", source=name))
+            row(C.RULES, name.removeprefix("kubeproxy_sync_proxy_rules_") + (f"[{tag}]" if tag else ""), value, name)
     if d.restarted:
         for r in rows:
             r["restarted"] = True

@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-RUN_LABEL = "proxysuite.io/run-id"
+from ..runscope import RUN_LABEL
+
 MANAGED_BY = "proxysuite-perf"
 """Label values cannot hold a slash; anything but ``endpointslice-controller.k8s.io`` keeps the controller away."""
 FLEET_LABEL = "proxysuite.io/perf-fleet"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import select
 import socket
 import sys
 import time
@@ -74,19 +75,42 @@ class Observation:
         return asdict(self)
 
 
-def _classify(exc: BaseException) -> str:
+LOCAL_ICMP_WAIT = 0.05
+"""Seconds to wait for the ICMP error that a REJECT on the sender's own output path queues on the socket."""
+
+
+def _locally_filtered(sock: socket.socket) -> tuple[str, str]:
+    """Outcome of a send that failed with EPERM: netfilter on the sending host stopped the packet.
+
+    Both REJECT and DROP on the output path make send() fail with EPERM. A REJECT also sends an ICMP
+    port-unreachable back to the socket, over loopback, which leaves ECONNREFUSED in SO_ERROR; a DROP
+    leaves nothing. Measured on veth pairs with iptables and nft rules (tests/test_probe_drop_reject.py).
+    """
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err == 0:
+        select.select([sock], [], [sock], LOCAL_ICMP_WAIT)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err == errno.ECONNREFUSED:
+        return REFUSED, "rejected on the sending host: EPERM, then ICMP port unreachable"
+    return TIMEOUT, "dropped on the sending host: EPERM and no ICMP error"
+
+
+def _classify(exc: BaseException, sock: socket.socket | None = None) -> tuple[str, str]:
+    """(outcome, error text) for an exception raised while probing."""
+    text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return TIMEOUT
+        return TIMEOUT, text
     if isinstance(exc, ConnectionRefusedError):
-        return REFUSED
+        return REFUSED, text
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-        return RESET
+        return RESET, text
     if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno == errno.EPERM):
-        # The node's own netfilter rejected a locally generated packet (REJECT on the output path).
-        return REFUSED
+        if sock is None:
+            return ERROR, text
+        return _locally_filtered(sock)
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL):
-        return UNREACHABLE
-    return ERROR
+        return UNREACHABLE, text
+    return ERROR, text
 
 
 def _http_exchange(sock: socket.socket, host: str, path: str, reader: "_Reader") -> str:
@@ -167,7 +191,7 @@ def probe_tcp(req: ProbeRequest, make_socket=socket.socket) -> Observation:
                 obs.client_ip = _strip_port(_http_exchange(sock, req.host, "/clientip", reader))
         obs.total_us = (time.perf_counter_ns() - t0) / 1000
     except Exception as exc:  # noqa: BLE001 - every failure is an observation
-        obs.outcome, obs.error = _classify(exc), f"{type(exc).__name__}: {exc}"
+        obs.outcome, obs.error = _classify(exc, sock)
     finally:
         sock.close()
     return obs
@@ -190,7 +214,7 @@ def probe_udp(req: ProbeRequest, make_socket=socket.socket) -> Observation:
                 obs.client_ip = _strip_port(reply)
         obs.total_us = (time.perf_counter_ns() - t0) / 1000
     except Exception as exc:  # noqa: BLE001
-        obs.outcome, obs.error = _classify(exc), f"{type(exc).__name__}: {exc}"
+        obs.outcome, obs.error = _classify(exc, sock)
     finally:
         sock.close()
     return obs

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..perf import catalogue as C  # noqa: E402
 from . import anchors, tables  # noqa: E402
 
 MODE_COLORS = {"iptables": "#d62728", "nftables": "#1f77b4", "ipvs": "#2ca02c", "cilium": "#9467bd", "custom": "#8c564b"}
@@ -35,9 +36,9 @@ def _services_axis(ax, log=True):
 
 
 def sync_chart(df: pd.DataFrame):
-    full = tables.pick(df, "sync_full", "mean", phase="restart")
-    part = tables.pick(df, "sync_partial", "mean", phase="npl")
-    allsync = tables.pick(df, "sync", "mean", phase="create")
+    full = tables.pick(df, C.SYNC_FULL, "mean", phase=C.RESTART)
+    part = tables.pick(df, C.SYNC_PARTIAL, "mean", phase=C.NPL)
+    allsync = tables.pick(df, C.SYNC, "mean", phase=C.CREATE)
     if full.empty and part.empty and allsync.empty:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -58,7 +59,7 @@ def npl_chart(df: pd.DataFrame):
     st = tables.npl_stats(df)
     if st.empty or "p50" not in st.columns:
         return None
-    metric = tables.pick(df, "npl_metric", "mean", phase="npl")
+    metric = tables.pick(df, C.NPL_METRIC, "mean", phase=C.NPL)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.6, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     for mode, g in st.groupby("mode"):
         g = g.sort_values("scale")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..perf import catalogue as C
 from ..perf.frames import load
 from . import anchors, charts, tables
 
@@ -72,26 +73,27 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """The classic per-mode table (service lookup cost, rule sync, programming latency, memory, CPU, load)."""
     modes = sorted(df["mode"].unique())
     pooled = tables.pooled_first_packet(df)
-    slope = tables.pick(df, "first_packet", "slope_per_rule")
-    sl_rows = df[(df["metric"] == "first_packet") & (df["stat"] == "slope_per_rule")]
+    slope = tables.pick(df, C.FIRST_PACKET, "slope_per_rule")
+    sl_rows = df[(df["metric"] == C.FIRST_PACKET.name) & (df["stat"] == "slope_per_rule")]
     slope_r2 = ({(r["mode"], r["scale"]): r["r2"] for _, r in sl_rows.iterrows() if pd.notna(r.get("r2"))}
                 if "r2" in df.columns else {})
-    full = tables.pick(df, "sync_full", "mean", phase="restart")
-    part = tables.pick(df, "sync_partial", "mean", phase="npl")
+    full = tables.pick(df, C.SYNC_FULL, "mean", phase=C.RESTART)
+    part = tables.pick(df, C.SYNC_PARTIAL, "mean", phase=C.NPL)
     nplst = tables.npl_stats(df)
-    nplm = tables.pick(df, "npl_metric", "mean", phase="npl")
-    nplc = tables.pick(df, "npl_metric", "count", phase="npl")
-    rss = tables.pick(df, "proxy", "rss", phase="restart")
+    nplm = tables.pick(df, C.NPL_METRIC, "mean", phase=C.NPL)
+    nplc = tables.pick(df, C.NPL_METRIC, "count", phase=C.NPL)
+    rss = tables.pick(df, C.PROXY, "rss", phase=C.RESTART)
     if rss.empty:
-        rss = tables.pick(df, "proxy", "rss", phase="npl")
-    cpu = tables.pick(df, "proxy", "cpu_seconds", phase="npl")
-    cpu_full = tables.pick(df, "proxy", "cpu_seconds", phase="restart")
-    kids = tables.pick(df, "proxy", "children_cpu_seconds", phase="npl")
-    kids_full = tables.pick(df, "proxy", "children_cpu_seconds", phase="restart")
+        rss = tables.pick(df, C.PROXY, "rss", phase=C.NPL)
+    cpu = tables.pick(df, C.PROXY, "cpu_seconds", phase=C.NPL)
+    cpu_full = tables.pick(df, C.PROXY, "cpu_seconds", phase=C.RESTART)
+    kids = tables.pick(df, C.PROXY, "children_cpu_seconds", phase=C.NPL)
+    kids_full = tables.pick(df, C.PROXY, "children_cpu_seconds", phase=C.RESTART)
     lp50, lp99, lrps = tables.locust(df, "p50_us"), tables.locust(df, "p99_us"), tables.locust(df, "throughput_rps")
     lbound = tables.locust(df, "generator_bound")
     mrps, mbound = tables.locust(df, "throughput_rps", "closed-loop"), tables.locust(df, "generator_bound", "closed-loop")
-    npl_changes = df[(df["metric"] == "npl") & (df["kind"] == "sample")].groupby(["mode", "scale"]).size()
+    skipped = tables.skipped_phases(df)
+    npl_changes = df[(df["metric"] == C.NPL_DP.name) & (df["kind"] == "sample")].groupby(["mode", "scale"]).size()
 
     header = ["", *modes]
     rows = []
@@ -162,7 +164,8 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     def load_fn(m):
         sc, p50 = _at(lp50, m)
         if p50 is None:
-            return "–"
+            why = skipped.get(m, {}).get(C.LOAD)
+            return f"– (skipped: {why})" if why else "–"
         _, p99 = _at(lp99, m, sc)
         _, r = _at(lrps, m, sc)
         _, b = _at(lbound, m, sc)
@@ -176,7 +179,7 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     row("Service lookup cost (first packet, new TCP connection)", lookup)
     row("Rule sync time (mean per sync)", sync)
     row("Network programming latency (datapath)", npl)
-    lines = tables.pick(df, "datapath", "ruleset_lines")
+    lines = tables.pick(df, C.RULESET, "ruleset_lines")
 
     def size(m):
         s_ = lines[m].dropna() if not lines.empty and m in lines.columns else pd.Series(dtype=float)
@@ -191,6 +194,8 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                                                else " only; its iptables-restore / nft children are not counted)")
     row(label, cpu_fn)
     row("Load through a Service (Locust, new connection per request)", load_fn)
+    if skipped:
+        row("Phases skipped", lambda m: "; ".join(f"{ph}: {why}" for ph, why in skipped.get(m, {}).items()) or "none")
     return header, rows
 
 
@@ -200,12 +205,12 @@ def slope_section(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     pooled = tables.pooled_first_packet(df)
     cross = tables.cross_mode_slope(pooled, "p99")
     cross50 = tables.cross_mode_slope(pooled, "p50")
-    pos = tables.pick(df, "first_packet", "slope_per_rule")
+    pos = tables.pick(df, C.FIRST_PACKET, "slope_per_rule")
     lines = [f"KEP-3866's chart implies **{lo:.0f}–{hi:.0f} ns per KUBE-SERVICES rule** at p99 "
              f"((iptables p99 − nftables p99) / Services at 5k, 10k and 30k; {anchors.KEP3866_SOURCE})."]
     rows = []
     if not pos.empty and "iptables" in pos.columns:
-        r2 = df[(df["metric"] == "first_packet") & (df["stat"] == "slope_per_rule") & (df["mode"] == "iptables")]
+        r2 = df[(df["metric"] == C.FIRST_PACKET.name) & (df["stat"] == "slope_per_rule") & (df["mode"] == "iptables")]
         r2 = dict(zip(r2["scale"], r2["r2"])) if "r2" in r2.columns else {}
         for sc, v in pos["iptables"].dropna().items():
             rows.append({"method": "median vs rule position (iptables)", "scale": sc, "ns_per_rule": v, "r2": r2.get(sc)})
@@ -319,8 +324,8 @@ def build(results: list[str], out: Path, baseline: list[str] | None = None, tole
 
     header, rows = comparison_table(df)
     slope_text, slope_table = slope_section(df)
-    bound = df[(df["metric"] == "locust") & (df["stat"] == "generator_bound") & (df["value"] > 0)]
-    notes = df[(df["metric"] == "locust") & (df["stat"] == "generator_bound_note")] if "note" in df.columns else df.iloc[0:0]
+    bound = df[(df["metric"] == C.LOCUST.name) & (df["stat"] == "generator_bound") & (df["value"] > 0)]
+    notes = df[(df["metric"] == C.LOCUST.name) & (df["stat"] == "generator_bound_note")] if "note" in df.columns else df.iloc[0:0]
 
     def note_for(r):
         n = notes[(notes["mode"] == r["mode"]) & (notes["scale"] == r["scale"])]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..perf import catalogue as C
+
 SERVICE_TARGETS = ("first", "first+1", "middle", "last-1", "last")
 """Labels of first-packet targets that are Services (the rest, ``pod-direct``, is the baseline)."""
 
@@ -27,10 +29,11 @@ def _col(df, name):
     return df[name] if name in df.columns else pd.Series([pd.NA] * len(df), index=df.index)
 
 
-def pick(df: pd.DataFrame, metric: str, stat: str, phase: str | None = None, target: str | None = None,
+def pick(df: pd.DataFrame, metric: C.Metric, stat: str, phase: str | None = None, target: str | None = None,
          source: str | None = None) -> pd.DataFrame:
-    """Summary values as a (scale × mode) table."""
-    m = (df["kind"] == "summary") & (df["metric"] == metric) & (df["stat"] == stat)
+    """Summary values of a catalogue figure as a (scale × mode) table."""
+    metric.key(stat)  # a stat the catalogue does not know is a typo here, not an empty table
+    m = (df["kind"] == "summary") & (df["metric"] == metric.name) & (df["stat"] == stat)
     if phase is not None:
         m &= _col(df, "phase") == phase
     if target is not None:
@@ -48,12 +51,12 @@ def locust(df: pd.DataFrame, stat: str, kind: str = "paced") -> pd.DataFrame:
     is_kind = df["target"] == kind
     if kind == "paced":  # runs recorded before the two load kinds existed had one, paced, run
         is_kind = is_kind | df["target"].isna()
-    return pick(df[is_kind.fillna(False)], "locust", stat, phase="load")
+    return pick(df[is_kind.fillna(False)], C.LOCUST, stat, phase=C.LOAD)
 
 
 def pooled_first_packet(df: pd.DataFrame) -> pd.DataFrame:
     """p50/p90/p99 of all Service-target connect times per (mode, scale), and the pod-direct p50."""
-    s = df[(df["kind"] == "sample") & (df["metric"] == "first_packet")]
+    s = df[(df["kind"] == "sample") & (df["metric"] == C.FIRST_PACKET.name)]
     rows = []
     for (mode, scale), g in s.groupby(["mode", "scale"]):
         svc = g[g["target"].isin(SERVICE_TARGETS)]["value"].to_numpy()
@@ -69,13 +72,25 @@ def pooled_first_packet(df: pd.DataFrame) -> pd.DataFrame:
 
 def position_medians(df: pd.DataFrame, mode: str = "iptables") -> pd.DataFrame:
     """Median connect time per KUBE-SERVICES position (iptables), per scale."""
-    s = df[(df["kind"] == "sample") & (df["metric"] == "first_packet") & (df["mode"] == mode)]
+    s = df[(df["kind"] == "sample") & (df["metric"] == C.FIRST_PACKET.name) & (df["mode"] == mode)]
     if "position" not in s.columns:
         return pd.DataFrame()
     s = s[s["position"].notna()]
     if s.empty:
         return pd.DataFrame()
     return s.groupby(["scale", "position"], as_index=False)["value"].median().rename(columns={"value": "median_us"})
+
+
+def skipped_phases(df: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """{mode: {phase: why}} for phases a run did not run (``phase.skipped`` rows; runs before them have none)."""
+    s = df[(df["metric"] == C.PHASE_SKIPPED.name) & (df["stat"] == "skipped")]
+    if s.empty or "phase" not in s.columns:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for _, r in s.sort_values("scale").iterrows():
+        why = r["note"] if "note" in s.columns and pd.notna(r["note"]) else "no reason recorded"
+        out.setdefault(r["mode"], {}).setdefault(r["phase"], why)
+    return out
 
 
 FLIPS = ("endpoint_ready", "endpoint_not_ready")
@@ -90,7 +105,7 @@ def npl_stats(df: pd.DataFrame) -> pd.DataFrame:
     ``all_mean`` pools every change for the like-for-like check against kube-proxy's
     metric, which observed the same changes (we stamp the trigger time on every write).
     """
-    s = df[(df["kind"] == "sample") & (df["metric"] == "npl")]
+    s = df[(df["kind"] == "sample") & (df["metric"] == C.NPL_DP.name)]
     rows = []
     for (mode, scale), g in s.groupby(["mode", "scale"]):
         flips = g[g["target"].isin(FLIPS)]["value"].to_numpy()
@@ -132,7 +147,7 @@ def cross_mode_slope(pooled: pd.DataFrame, q: str = "p99", slow: str = "iptables
 
 @dataclass(frozen=True)
 class Key:
-    metric: str
+    metric: C.Metric
     stat: str
     phase: str | None
     target: str | None
@@ -144,15 +159,15 @@ class Key:
 
 
 KEYS = (
-    Key("sync_full", "mean", "restart", None, "lower", 0.005, "full sync mean (s)"),
-    Key("sync_partial", "mean", "npl", None, "lower", 0.005, "partial sync mean (s)"),
-    Key("npl", "p50", None, None, "lower", 20.0, "programming latency p50, endpoint flips (ms, datapath)"),
-    Key("npl", "p99", None, None, "lower", 20.0, "programming latency p99, endpoint flips (ms, datapath)"),
-    Key("first_packet", "p50", None, "last", "lower", 5.0, "first packet p50, last rule (µs)"),
-    Key("first_packet", "p99", None, "last", "lower", 10.0, "first packet p99, last rule (µs)"),
-    Key("proxy", "rss", "restart", None, "lower", 4 * 2**20, "proxy RSS after full sync (bytes)"),
-    Key("locust", "p99_us", "load", "paced", "lower", 100.0, "Locust p99 at a paced rate (µs)"),
-    Key("locust", "throughput_rps", "load", "closed-loop", "higher", 5.0, "Locust closed-loop throughput (rps)"),
+    Key(C.SYNC_FULL, "mean", C.RESTART, None, "lower", 0.005, "full sync mean (s)"),
+    Key(C.SYNC_PARTIAL, "mean", C.NPL, None, "lower", 0.005, "partial sync mean (s)"),
+    Key(C.NPL_DP, "p50", None, None, "lower", 20.0, "programming latency p50, endpoint flips (ms, datapath)"),
+    Key(C.NPL_DP, "p99", None, None, "lower", 20.0, "programming latency p99, endpoint flips (ms, datapath)"),
+    Key(C.FIRST_PACKET, "p50", None, "last", "lower", 5.0, "first packet p50, last rule (µs)"),
+    Key(C.FIRST_PACKET, "p99", None, "last", "lower", 10.0, "first packet p99, last rule (µs)"),
+    Key(C.PROXY, "rss", C.RESTART, None, "lower", 4 * 2**20, "proxy RSS after full sync (bytes)"),
+    Key(C.LOCUST, "p99_us", C.LOAD, "paced", "lower", 100.0, "Locust p99 at a paced rate (µs)"),
+    Key(C.LOCUST, "throughput_rps", C.LOAD, "closed-loop", "higher", 5.0, "Locust closed-loop throughput (rps)"),
 )
 
 
@@ -160,10 +175,10 @@ def key_values(df: pd.DataFrame) -> pd.DataFrame:
     """Long table (mode, scale, key, value) of the KEYS, from the latest run per mode."""
     rows = []
     for k in KEYS:
-        if k.metric == "npl":
+        if k.metric is C.NPL_DP:
             t = npl_table(df, k.stat)
-        elif k.metric == "locust":
-            t = locust(df, k.stat, k.target)
+        elif k.metric is C.LOCUST:
+            t = locust(df, k.stat, k.target or "paced")
         else:
             t = pick(df, k.metric, k.stat, phase=k.phase, target=k.target)
         for scale, r in t.iterrows():

@@ -12,10 +12,9 @@ Backends are Deployments, one per node they are pinned to (``spec.nodeName`` in 
 template, so placement is exact on every provider without a scheduler); every
 backend carries the jig's selector labels, so one Service selects all of them and
 extra Services can select subsets by ``group``. Client pods idle (``sleep``) in the
-client image, one per node on demand; node vantages are hostNetwork client pods
-(or the provider's ``node_vantage`` when it has one). Everything the jig creates
-lives in its namespace, which its owner deletes; :meth:`cleanup` deletes the
-jig's objects early where a test needs that.
+client image, one per node on demand; node vantages are the provider's own
+(``Cluster.node_vantage``). Everything the jig creates lives in its namespace,
+which its owner deletes.
 
 Every probe, wait and write is appended to :attr:`transcript`, which the failure
 forensics attach to the report.
@@ -32,12 +31,12 @@ from .. import waits
 from ..errors import ProbeError, Unsupported
 from ..probes import analysis
 from ..probes.engine import OK, Observation, ProbeRequest
+from ..runscope import RUN_LABEL
 
 HTTP_PORT = 8080
 UDP_PORT = 8081
 CLOSED_PORT = 9999
 """Nothing listens here: a readiness probe on it never succeeds (a permanently unready backend)."""
-RUN_LABEL = "proxysuite.io/run-id"
 APP_LABEL = "proxysuite.io/app"
 GROUP_LABEL = "proxysuite.io/group"
 
@@ -403,7 +402,7 @@ class ServiceJig:
         raise Unsupported(f"no unallocated address near {near}", "the service range is too full for this check")
 
     # --- vantages ----------------------------------------------------------------------------
-    def client_pod_body(self, name: str, node: str, host_network: bool) -> dict:
+    def client_pod_body(self, name: str, node: str) -> dict:
         spec: dict = {
             "nodeName": node,
             "terminationGracePeriodSeconds": 1,
@@ -413,12 +412,8 @@ class ServiceJig:
             "containers": [{"name": "client", "image": self.cluster.client_image, "imagePullPolicy": "IfNotPresent",
                             "command": ["sleep", "infinity"]}],
         }
-        if host_network:
-            spec["hostNetwork"] = True
-            spec["dnsPolicy"] = "ClusterFirstWithHostNet"
         return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": self.namespace,
-                             "labels": {RUN_LABEL: self.run_id, "proxysuite.io/role": "host-client" if host_network else "client"}},
+                "metadata": {"name": name, "namespace": self.namespace, "labels": {RUN_LABEL: self.run_id, "proxysuite.io/role": "client"}},
                 "spec": spec}
 
     def ensure_clients(self, specs: Iterable[tuple[str, bool]]) -> None:
@@ -427,14 +422,16 @@ class ServiceJig:
         for node, host in specs:
             if (node, host) in self._clients:
                 continue
-            if host and hasattr(self.cluster, "node_vantage"):
-                continue  # the provider has its own node vantage
+            if host:
+                # Node vantages are the provider's own (Cluster.node_vantage), so no hostNetwork client pod is made;
+                # build_scenario(host_clients=...) therefore changes nothing and goes once the suites stop passing it.
+                continue
             idx = self.node_names.index(node) + 1
-            name = f"{'host' if host else 'client'}-n{idx}"
-            self.core.create_namespaced_pod(self.namespace, self.client_pod_body(name, node, host))
+            name = f"client-n{idx}"
+            self.core.create_namespaced_pod(self.namespace, self.client_pod_body(name, node))
             self._clients[(node, host)] = name
             created.append(name)
-            self.log("write", f"client pod {name} on {node}" + (" (hostNetwork)" if host else ""))
+            self.log("write", f"client pod {name} on {node}")
         if not created:
             return
 
@@ -457,20 +454,12 @@ class ServiceJig:
     def node_vantage(self, node: str):
         key = f"node@{node}"
         if key not in self._vantages:
-            if hasattr(self.cluster, "node_vantage"):
-                self._vantages[key] = self.cluster.node_vantage(node)
-            else:
-                self.ensure_clients([(node, True)])
-                self._vantages[key] = self.cluster.pod_vantage(self.namespace, self._clients[(node, True)])
+            self._vantages[key] = self.cluster.node_vantage(node)
         return self._vantages[key]
 
     def external_vantage(self):
         if "external" not in self._vantages:
-            v = self.cluster.external_vantage()
-            if v is None:
-                reason = self.cluster.features().reasons.get("external_client", "the cluster has no external client")
-                raise Unsupported(reason, "use a provider with an external client (local, kind)")
-            self._vantages["external"] = v
+            self._vantages["external"] = self.cluster.external_vantage()
         return self._vantages["external"]
 
     def backend_vantage(self, pod: str):
@@ -530,63 +519,3 @@ class ServiceJig:
                 self.services.remove(name)
             except Exception:  # noqa: BLE001 - the namespace goes anyway
                 pass
-
-    # --- all addresses -------------------------------------------------------------------------
-    def addresses(self, svc: dict | str, proto: str = "tcp", external: bool = False) -> tuple[list[Target], list[tuple[str, str]]]:
-        """Every address kind of ``svc`` (ClusterIP, NodePort on every node, LB ingress, externalIPs) and the skipped ones with reasons."""
-        if isinstance(svc, str):
-            svc = self.get_service(svc)
-        targets, skipped = [], []
-        kinds = [("clusterip", None)] + [("nodeport", n) for n in self.node_names] + [("lb", None), ("external-ip", None)]
-        for kind, node in kinds:
-            if kind == "clusterip" and external:
-                skipped.append((kind, "cluster IPs are only routed inside the cluster"))
-                continue
-            if kind == "clusterip" and svc["spec"].get("clusterIP") in (None, "None"):
-                skipped.append((kind, "headless service has no cluster IP"))
-                continue
-            try:
-                targets.append(self.target(svc, kind, proto, node=node))
-            except Unsupported as exc:
-                skipped.append((kind + (f"@{node}" if node else ""), exc.what))
-        return targets, skipped
-
-    def check_reachability(self, vantage, svc: dict | str, proto: str = "tcp", count: int = 3) -> dict[Target, list[Observation]]:
-        """Probe every address kind of ``svc`` from ``vantage`` (waiting for each to be programmed); log skipped kinds with why."""
-        targets, skipped = self.addresses(svc, proto, external=getattr(vantage, "kind", "") == "external")
-        for kind, why in skipped:
-            self.log("skip", f"{vantage.name}: {kind} not checked: {why}")
-        out = {}
-        for t in targets:
-            try:
-                self.wait_reachable(vantage, t)
-            except waits.WaitTimeout:
-                pass  # the observations below say what happened
-            out[t] = self.probe(vantage, t, count=count)
-        return out
-
-    # --- cleanup -----------------------------------------------------------------------------
-    def cleanup(self) -> list[str]:
-        """Delete what this jig created (idempotent); returns the failures, each logged, none hiding another."""
-        failures = []
-        for name in list(self.services):
-            try:
-                self.core.delete_namespaced_service(name, self.namespace)
-            except Exception as exc:  # noqa: BLE001
-                if getattr(exc, "status", None) != 404:
-                    failures.append(f"service {name}: {exc}")
-        for group in list(self.groups):
-            try:
-                self.apps.delete_namespaced_deployment(group, self.namespace, propagation_policy="Background")
-            except Exception as exc:  # noqa: BLE001
-                if getattr(exc, "status", None) != 404:
-                    failures.append(f"deployment {group}: {exc}")
-        for name in self._clients.values():
-            try:
-                self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
-            except Exception as exc:  # noqa: BLE001
-                if getattr(exc, "status", None) != 404:
-                    failures.append(f"pod {name}: {exc}")
-        for f in failures:
-            self.log("note", f"cleanup failed: {f}")
-        return failures

@@ -20,11 +20,12 @@ from __future__ import annotations
 import pytest
 
 from proxysuite.conformance import (
+    ANY_DECLARED,
     EXPECTED,
     IMPLEMENTATION_DEFINED,
     REFUSED,
     TIMEOUT,
-    NO_REACH,
+    UNREACHABLE,
     Row,
     check,
     per_mode,
@@ -33,8 +34,22 @@ from proxysuite.conformance.scenario import ServiceSpec, build_scenario, externa
 
 pytestmark = pytest.mark.xdist_group("no-endpoints")
 
+IN_CLUSTER_EMPTY = dict(expect=per_mode(REFUSED, cilium=UNREACHABLE), klass=per_mode(EXPECTED, cilium=IMPLEMENTATION_DEFINED),
+                        note="ipvs: the virtual server exists without destinations and IPVS answers ICMP port unreachable "
+                             "(pkg/proxy/ipvs/proxier.go syncService/syncEndpoint; Linux ip_vs_core.c ip_vs_leave); "
+                             "cilium: socket-LB fails connect()/sendmsg() with EHOSTUNREACH for a frontend with no "
+                             "backends, no packet leaves (bpf/bpf_sock.c __sock4_xlate_fwd, enable-no-service-endpoints-"
+                             "routable default true); upstream's 'rejected' e2e expects REFUSED, Cilium's kind CI skips it "
+                             "(.github/workflows/k8s-kind-network-e2e.yaml), hence implementation-defined for cilium. With "
+                             "socketLB.hostNamespaceOnly=true pod traffic takes bpf_lxc.c and is REFUSED instead")
+FROM_OUTSIDE_EMPTY = dict(expect=REFUSED, klass=EXPECTED,
+                          note="ipvs: IPVS answers ICMP port unreachable (ip_vs_core.c ip_vs_leave); cilium: "
+                               "nodeport_svc_lb4 finds no backend and tail_no_service_ipv4 answers ICMP port unreachable "
+                               "from BPF (bpf/lib/lb.h, nodeport.h; serviceNoBackendResponse default reject; with drop "
+                               "it would be TIMEOUT), not under the kernel's ICMP rate limit")
+
 EMPTY_ROWS = [
-    Row(v, t, p, expect=REFUSED, klass=EXPECTED, count=3, interval=0.5, service="empty")
+    Row(v, t, p, count=3, interval=0.5, service="empty", **(FROM_OUTSIDE_EMPTY if v == "external" else IN_CLUSTER_EMPTY))
     for v, targets in (
         ("pod-other-node", ("clusterip", "nodeport-local", "nodeport-remote", "lb", "external-ip")),
         ("node", ("clusterip", "nodeport-remote")),
@@ -44,20 +59,29 @@ EMPTY_ROWS = [
     for p in ("tcp", "udp")
 ]
 
+WRONG_PORT_NOTE = (
+    "nftables: cluster-ips-check rejects unknown ports on a cluster IP; iptables: no rule, the packet leaves by the "
+    "default route; ipvs: the cluster IP is bound to kube-ipvs0 and KUBE-IPVS-FILTER rejects any ip,port (with its "
+    "protocol) that is not a Service's (pkg/proxy/ipvs/proxier.go writeIptablesRules, kk#72236); cilium: socket-LB "
+    "finds no frontend for that ip,port,protocol and leaves the socket alone, no BPF catch-all for the service "
+    "range exists, so the packet leaves as with iptables (bpf/bpf_sock.c, -ENXIO path)"
+)
 ODD_ROWS = [
     Row("pod-other-node", "clusterip-wrong-port", p, service="web", count=2, interval=0.5, timeout=1.0, klass=IMPLEMENTATION_DEFINED,
-        expect=per_mode(NO_REACH, nftables=REFUSED),
-        note="nftables: cluster-ips-check rejects unknown ports on a cluster IP; iptables: no rule, the packet leaves by the default route")
+        expect=per_mode(iptables=TIMEOUT, nftables=REFUSED, ipvs=REFUSED, cilium=TIMEOUT, custom=ANY_DECLARED),
+        note=WRONG_PORT_NOTE)
     for p in ("tcp", "udp")
 ] + [
     Row("pod-other-node", "clusterip-wrong-proto", p, service="web", count=2, interval=0.5, timeout=1.0, klass=IMPLEMENTATION_DEFINED,
-        expect=per_mode(NO_REACH, nftables=REFUSED),
-        note="a port the Service has only for the other protocol")
+        expect=per_mode(iptables=TIMEOUT, nftables=REFUSED, ipvs=REFUSED, cilium=TIMEOUT, custom=ANY_DECLARED),
+        note="a port the Service has only for the other protocol. " + WRONG_PORT_NOTE)
     for p in ("tcp", "udp")
 ] + [
     Row("pod-other-node", "unallocated-ip", p, service="web", count=2, timeout=1.0, klass=IMPLEMENTATION_DEFINED,
-        expect=per_mode(NO_REACH, nftables=TIMEOUT),
-        note="nftables drops traffic to unallocated cluster IPs (cluster-ips-check); iptables has no rule")
+        expect=per_mode(iptables=TIMEOUT, nftables=TIMEOUT, ipvs=TIMEOUT, cilium=TIMEOUT, custom=ANY_DECLARED),
+        note="nftables drops traffic to unallocated cluster IPs (cluster-ips-check); iptables has no rule; ipvs binds "
+             "only Service addresses to kube-ipvs0 and has no rule for the rest (proxier.go syncProxyRules); cilium "
+             "has no frontend and no catch-all (bpf_sock.c, bpf_lxc.c): the packet leaves by the default route")
     for p in ("tcp", "udp")
 ]
 

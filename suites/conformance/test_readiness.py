@@ -10,6 +10,13 @@ the receiving node for iTP/eTP=Local), and the eTP=Local health check SHOULD ans
 503 when a node has only terminating endpoints (upstream e2e "fallback to
 terminating endpoints", "fail health check node port if there are only
 terminating endpoints").
+
+ipvs shares kube-proxy's endpoint selection (pkg/proxy/topology.go CategorizeEndpoints) and keeps a removed
+destination at weight 0 until its connections end (pkg/proxy/ipvs/graceful_termination.go). Cilium uses
+active backends only, serving-terminating ones only when no active one is left, and keeps datapath state
+for established connections (kubeproxy-free.rst, Graceful Termination); its eTP=Local health server counts
+active backends only (pkg/loadbalancer/healthserver/healthserver.go). One Cilium step is record-only
+(:data:`FALLBACK`).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import time
 
 import pytest
 
-from proxysuite.conformance import EXPECTED, REACH, REACH_ALL, Row, check
+from proxysuite.conformance import EXPECTED, REACH, REACH_ALL, RECORD_ONLY, Row, check, per_mode
 from proxysuite.conformance.scenario import ServiceSpec, build_scenario, node_http
 
 SHUTDOWN_DELAY = 40
@@ -38,11 +45,16 @@ def unready(cluster, k8s, suite_config, scenario_namespace):
     )
 
 
+READY_ONLY = ("ipvs: ready endpoints only (pkg/proxy/topology.go CategorizeEndpoints, shared by every kube-proxy mode); "
+              "cilium: only backends in state active are selected (kubeproxy-free.rst, Graceful Termination)")
 NOT_READY_ROWS = [
-    Row("pod-other-node", "clusterip", expect=REACH_ALL, klass=EXPECTED, count=40, service="ready-only"),
-    Row("node", "clusterip", expect=REACH, klass=EXPECTED, count=20, service="ready-only"),
-    Row("external", "nodeport-local", expect=REACH, klass=EXPECTED, count=20, service="ready-only"),
+    Row("pod-other-node", "clusterip", expect=REACH_ALL, klass=EXPECTED, count=40, service="ready-only", note=READY_ONLY),
+    Row("node", "clusterip", expect=REACH, klass=EXPECTED, count=20, service="ready-only", note=READY_ONLY),
+    Row("external", "nodeport-local", expect=REACH, klass=EXPECTED, count=20, service="ready-only", note=READY_ONLY),
 ]
+PUBLISH_ROW = Row("pod-other-node", "clusterip", expect=REACH_ALL, klass=EXPECTED, count=40, service="publish",
+                  note="ipvs: publishNotReadyAddresses endpoints are ready in the EndpointSlice, topology.go selects "
+                       "them; cilium follows the same EndpointSlice conditions (kubeproxy-free.rst, Graceful Termination)")
 
 
 @pytest.mark.xdist_group("readiness")
@@ -52,8 +64,7 @@ def test_not_ready_gets_no_traffic(row, unready, conformance):
 
 
 @pytest.mark.xdist_group("readiness")
-@check("readiness", "publish-not-ready-addresses",
-       rows=[Row("pod-other-node", "clusterip", expect=REACH_ALL, klass=EXPECTED, count=40, service="publish")])
+@check("readiness", "publish-not-ready-addresses", rows=[PUBLISH_ROW])
 def test_publish_not_ready(row, unready, conformance):
     everyone = [b.name for b in unready.jig.backend_pods()]
     conformance.run_row(unready.jig, row, unready.svc(row.service), allowed=everyone, ask="hostname")
@@ -66,13 +77,25 @@ POLICIES = {
     "etp-cluster": (lambda b: None, "external", "nodeport-remote"),
     "etp-local": (lambda b: b["spec"].update(externalTrafficPolicy="Local"), "external", "nodeport-local"),
 }
+FALLBACK_SOURCES = ("ipvs: topology.go CategorizeEndpoints (serving-terminating only when no ready endpoint), shared "
+                    "with iptables/nftables; cilium: kubeproxy-free.rst, Graceful Termination")
+ITP_LOCAL_UNKNOWN = ("; cilium record-only: Cilium's kind CI skips upstream's 'fallback to local terminating endpoints "
+                     "when there are no ready endpoints with internalTrafficPolicy=Local' without a reason "
+                     "(.github/workflows/k8s-kind-network-e2e.yaml); its code suggests it works (writer.go local filter)")
+FALLBACK = {
+    policy: Row(vantage, target, klass=EXPECTED, count=20,
+                expect=per_mode(REACH, cilium=RECORD_ONLY) if policy == "itp-local" else REACH,
+                note=FALLBACK_SOURCES + (ITP_LOCAL_UNKNOWN if policy == "itp-local" else ""))
+    for policy, (_, vantage, target) in POLICIES.items()
+}
+"""The row each terminating-fallback variant probes (both steps)."""
 
 
 @check("readiness", "terminating-fallback")
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_terminating_fallback(policy, cluster, k8s, suite_config, namespace, conformance):
     """Ready beats serving-terminating; with no ready endpoint left, serving-terminating ones are used."""
-    tweak, vantage, target = POLICIES[policy]
+    tweak, _, _ = POLICIES[policy]
     stype = "LoadBalancer" if policy == "etp-local" else "NodePort"
     sc = build_scenario(cluster, k8s, suite_config.run_id, namespace, host_clients=False,
                         services={"term": ServiceSpec(stype, tweak=tweak, endpoints=0)})
@@ -83,7 +106,7 @@ def test_terminating_fallback(policy, cluster, k8s, suite_config, namespace, con
     jig.wait_pods()
     jig.wait_endpoints("term", ready=2)
     pod_a, pod_b = jig.ready_backends(a)[0], jig.ready_backends(b)[0]
-    row = Row(vantage, target, expect=REACH, klass=EXPECTED, count=20)
+    row = FALLBACK[policy]
 
     # Step 1: a terminates while b is ready: only b gets traffic.
     jig.scale(a, 0)
@@ -105,6 +128,12 @@ def test_terminating_fallback(policy, cluster, k8s, suite_config, namespace, con
 
 HOLD = 6.0
 """Seconds the draining probe keeps its connection open between its two requests."""
+DRAIN_SOURCES = {
+    "ipvs": "ipvs: the destination stays at weight 0 in the graceful-termination list until its connections end "
+            "(pkg/proxy/ipvs/graceful_termination.go)",
+    "cilium": "cilium: datapath state is kept for established connections, and a socket-LB socket is connected to "
+              "the pod IP itself (kubeproxy-free.rst, Graceful Termination)",
+}
 
 
 @check("readiness", "established-connection-drains")
@@ -122,6 +151,8 @@ def test_established_connection_drains(cluster, k8s, suite_config, namespace, co
     jig.wait_endpoints("drain", ready=1)
     (pod,) = jig.ready_backends(group)
     row = Row("pod-other-node", "clusterip", expect=REACH, klass=EXPECTED, count=1)
+    if conformance.mode in DRAIN_SOURCES:
+        conformance.record.notes.append(DRAIN_SOURCES[conformance.mode])
     conformance.run_row(jig, row, sc.svc(), ask="hostname")
     v, t, _ = conformance.resolve(jig, row, sc.svc())
     result = {}

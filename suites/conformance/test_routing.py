@@ -19,9 +19,11 @@ from __future__ import annotations
 import pytest
 
 from proxysuite.conformance import (
+    ANY_DECLARED,
     EXPECTED,
     IMPLEMENTATION_DEFINED,
     REACH,
+    RECORD_ONLY,
     REFUSED,
     REQUIRED,
     Row,
@@ -34,17 +36,36 @@ pytestmark = pytest.mark.xdist_group("routing")
 
 CLASS = {"clusterip": REQUIRED, "nodeport-local": REQUIRED, "nodeport-remote": REQUIRED, "lb": EXPECTED, "external-ip": EXPECTED}
 
+SOURCES = (
+    "ipvs: one IPVS virtual server per ClusterIP, externalIP, LB IP and node IP x NodePort; the Service IPs are "
+    "bound to kube-ipvs0 on every node (pkg/proxy/ipvs/proxier.go syncProxyRules); "
+    "cilium: socket-LB translates ClusterIP, NodePort and LB IP at connect()/sendmsg() for pods and the host "
+    "(bpf/bpf_sock.c __sock4_xlate_fwd), traffic from outside is served by bpf/lib/nodeport.h nodeport_svc_lb4"
+)
+EIP_IN_CLUSTER = per_mode(REACH, cilium=RECORD_ONLY)
+"""An externalIP from inside the cluster: Cilium's socket-LB deliberately leaves it alone."""
+EIP_NOTE = (
+    "cilium record-only: socket-LB does not translate an externalIP that is not a local address (bpf_sock.c "
+    "sock4_skip_xlate, the CVE-2020-8554 mitigation; kubeproxy-free.rst); whether the per-packet LB of "
+    "bpf_lxc.c translates it instead depends on compile-time flags: unknown. " + SOURCES
+)
+
 ROWS = [
-    Row(v, t, p, expect=REACH, klass=CLASS[t])
+    Row(v, t, p, expect=EIP_IN_CLUSTER if t == "external-ip" and v != "external" else REACH, klass=CLASS[t],
+        note=EIP_NOTE if t == "external-ip" and v != "external" else SOURCES)
     for v in ("pod-same-node", "pod-other-node", "node", "external")
     for t in ("clusterip", "nodeport-local", "nodeport-remote", "lb", "external-ip")
     for p in ("tcp", "udp")
     if not (v == "external" and t == "clusterip")  # cluster IPs are not routed outside the cluster
 ] + [
     Row("node", "nodeport-localhost", "tcp",
-        expect=per_mode(iptables=REACH, nftables=REFUSED), klass=IMPLEMENTATION_DEFINED,
+        expect=per_mode(iptables=REACH, nftables=REFUSED, ipvs=REFUSED, cilium=REACH, custom=ANY_DECLARED),
+        klass=IMPLEMENTATION_DEFINED,
         note="iptables serves NodePorts on 127.0.0.1 (route_localnet, --iptables-localhost-nodeports); "
-             "nftables never does (kk PR #124383 release note)"),
+             "nftables never does (kk PR #124383 release note); ipvs neither (--iptables-localhost-nodeports help "
+             "in cmd/kube-proxy/app/options.go; ipvs/netlink_linux.go drops loopback from the NodePort addresses), "
+             "nothing listens and the node answers RST; cilium: socket-LB serves 127.0.0.1:NodePort from the host "
+             "(kubeproxy-free.rst, NodePort bind settings; bpf_sock.c wildcard lookup for host loopback)"),
 ]
 
 

@@ -16,6 +16,14 @@ updates MUST reach the datapath; deleting a Service MUST remove its VIP; a Servi
 labelled service.kubernetes.io/service-proxy-name for another proxy SHOULD be
 ignored by this one, and served again once the label is removed. A headless
 Service has no VIP; its EndpointSlices list the pods, which answer directly.
+
+ipvs and Cilium are held to the same outcomes; where a removed address fails differently, the step
+declares it per mode (:data:`OLD_PORT_GONE`). ipvs keeps a Service's cluster IP bound to kube-ipvs0
+while any port of it remains, and KUBE-IPVS-FILTER rejects the ports it no longer has (pkg/proxy/ipvs/
+proxier.go writeIptablesRules, kk#72236); removed addresses are unbound (cleanLegacyService). Cilium's
+socket-LB leaves a socket to an ip,port,protocol without frontend untranslated (bpf/bpf_sock.c), so the
+packet leaves by the default route; it honours service.kubernetes.io/service-proxy-name with
+k8s.serviceProxyName empty (kubeproxy-free.rst, Service Proxy Name Configuration).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import pytest
 
 from proxysuite import waits
-from proxysuite.conformance import EXPECTED, NO_REACH, REACH, REACH_ALL, REQUIRED, Row, check
+from proxysuite.conformance import EXPECTED, NO_REACH, REACH, REACH_ALL, REFUSED, REQUIRED, TIMEOUT, Row, check, for_mode, per_mode
 from proxysuite.conformance.scenario import ServiceSpec, build_scenario
 from proxysuite.probes.engine import ProbeRequest
 from proxysuite.workloads.jig import GROUP_LABEL, HTTP_PORT, UDP_PORT, Target
@@ -31,6 +39,9 @@ from proxysuite.workloads.jig import GROUP_LABEL, HTTP_PORT, UDP_PORT, Target
 pytestmark = pytest.mark.xdist_group("lifecycle")
 
 GONE = dict(expect=NO_REACH, count=2, timeout=1.0)
+OLD_PORT_GONE = per_mode(NO_REACH, ipvs=REFUSED, cilium=TIMEOUT)
+"""A port (or protocol) removed from a Service whose cluster IP stays: ipvs rejects it (KUBE-IPVS-FILTER),
+Cilium has no frontend and leaves the packet alone (socket-LB -ENXIO path, no catch-all)."""
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +92,8 @@ def test_same_port_tcp_udp(life, conformance):
     udp = Target("clusterip", svc["spec"]["clusterIP"], 80, "udp", service="dual")
     jig.wait_unreachable(jig.pod_vantage(jig.node_names[-1]), udp)
     obs = jig.probe(jig.pod_vantage(jig.node_names[-1]), udp, count=2, timeout=1.0)
-    conformance.judge(NO_REACH, REQUIRED, obs, conformance.context(jig, jig.pod_vantage(jig.node_names[-1]), udp, None, []),
-                      f"UDP {udp} after the UDP port was removed")
+    conformance.judge(for_mode(OLD_PORT_GONE, conformance.mode), REQUIRED, obs,
+                      conformance.context(jig, jig.pod_vantage(jig.node_names[-1]), udp, None, []), f"UDP {udp} after the UDP port was removed")
     conformance.run_row(jig, Row("pod-other-node", "clusterip", "tcp", expect=REACH, klass=REQUIRED), jig.get_service("dual"),
                         allowed=_be(jig))
 
@@ -137,7 +148,8 @@ def test_port_update(life, conformance):
     pod = jig.pod_vantage(jig.node_names[-1])
     old = Target("clusterip", svc["spec"]["clusterIP"], 80, "tcp", service="port")
     obs = jig.probe(pod, old, count=2, timeout=1.0)
-    conformance.judge(NO_REACH, REQUIRED, obs, conformance.context(jig, pod, old, None, []), f"{pod.name} -> {old} (the old port)")
+    conformance.judge(for_mode(OLD_PORT_GONE, conformance.mode), REQUIRED, obs, conformance.context(jig, pod, old, None, []),
+                      f"{pod.name} -> {old} (the old port)")
 
 
 @check("routing", "selector-update")

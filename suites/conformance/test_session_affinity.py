@@ -8,6 +8,12 @@ take effect. After sessionAffinityConfig.clientIP.timeoutSeconds without traffic
 from that client, the affinity SHOULD expire (upstream uses 125 s; this check uses
 10 s so it finishes in about 20 s). UDP flows and NodePorts reached from outside
 the cluster SHOULD be sticky as well.
+
+ipvs implements ClientIP affinity as a persistent virtual service with timeoutSeconds as its persistence
+timeout, keyed on the client IP (pkg/proxy/ipvs/proxier.go syncProxyRules/syncService). Cilium keys it on
+the socket's network namespace cookie for in-cluster traffic through socket-LB and on the client IP for
+traffic from outside, and refreshes the entry on every connection (kubeproxy-free.rst, Session Affinity;
+bpf/lib/lb.h). The expiry part of timeout-expiry is record-only for ipvs (:data:`EXPIRY_RECORD_ONLY`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import time
 
 import pytest
 
-from proxysuite.conformance import EXPECTED, REACH_ALL, REQUIRED, STICKY, Row, check
+from proxysuite.conformance import EXPECTED, REACH_ALL, RECORD_ONLY, REQUIRED, STICKY, Row, check
 from proxysuite.conformance.scenario import ServiceSpec, build_scenario
 from proxysuite.probes import analysis
 
@@ -34,15 +40,27 @@ def client_ip(body: dict, timeout: int | None = None) -> None:
         body["spec"]["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": timeout}}
 
 
+SOURCES = ("ipvs: a persistent virtual service per Service address, timeout = timeoutSeconds (pkg/proxy/ipvs/proxier.go "
+           "syncProxyRules); cilium: session affinity is always on with kube-proxy replacement, netns cookie for "
+           "socket-LB, client IP from outside; maglev ignores the source port with affinity (kubeproxy-free.rst, "
+           "Session Affinity)")
+EXPIRY_RECORD_ONLY = {
+    "ipvs": "ipvs: record-only: an IPVS persistence template is not freed while it still controls connection entries "
+            "(Linux ip_vs_conn.c ip_vs_conn_expire re-arms it), and closed TCP connections stay in IPVS's table in "
+            "FIN_WAIT/TIME_WAIT for about 2 minutes, beyond this check's window; upstream e2e works around it "
+            "(test/e2e/network/service.go execAffinityTestForSessionAffinityTimeout). Predicted: no new backend here",
+}
+"""Modes whose affinity expiry no source lets the check judge within its window: recorded, never a pass."""
+
 ROWS = [
-    Row("pod-same-node", "clusterip", "tcp", expect=STICKY, klass=REQUIRED, count=30),
-    Row("pod-other-node", "clusterip", "tcp", expect=STICKY, klass=REQUIRED, count=30),
-    Row("pod-other-node", "nodeport-remote", "tcp", expect=STICKY, klass=REQUIRED, count=30),
-    Row("pod-other-node", "clusterip", "udp", expect=STICKY, klass=EXPECTED, count=30),
-    Row("node", "clusterip", "tcp", expect=STICKY, klass=EXPECTED, count=30),
-    Row("external", "nodeport-remote", "tcp", expect=STICKY, klass=EXPECTED, count=30),
-    Row("external", "nodeport-local", "udp", expect=STICKY, klass=EXPECTED, count=30),
-    Row("external", "lb", "tcp", expect=STICKY, klass=EXPECTED, count=30),
+    Row("pod-same-node", "clusterip", "tcp", expect=STICKY, klass=REQUIRED, count=30, note=SOURCES),
+    Row("pod-other-node", "clusterip", "tcp", expect=STICKY, klass=REQUIRED, count=30, note=SOURCES),
+    Row("pod-other-node", "nodeport-remote", "tcp", expect=STICKY, klass=REQUIRED, count=30, note=SOURCES),
+    Row("pod-other-node", "clusterip", "udp", expect=STICKY, klass=EXPECTED, count=30, note=SOURCES),
+    Row("node", "clusterip", "tcp", expect=STICKY, klass=EXPECTED, count=30, note=SOURCES),
+    Row("external", "nodeport-remote", "tcp", expect=STICKY, klass=EXPECTED, count=30, note=SOURCES),
+    Row("external", "nodeport-local", "udp", expect=STICKY, klass=EXPECTED, count=30, note=SOURCES),
+    Row("external", "lb", "tcp", expect=STICKY, klass=EXPECTED, count=30, note=SOURCES),
 ]
 
 
@@ -92,11 +110,12 @@ def test_timeout_expiry(cluster, k8s, suite_config, namespace, conformance):
         conformance.judge_value(f"{van.name} -> {tgt} after {AFFINITY_TIMEOUT / 2:g}s idle", EXPECTED,
                                 f"still {holder[v]}", ",".join(sorted(got)) or "no answer", got == {holder[v]})
 
-    switched = []
+    switched, last = [], {}
     for rnd in range(1, EXPIRY_ROUNDS + 1):
         time.sleep(AFFINITY_TIMEOUT + IDLE_MARGIN)
         for v, (van, tgt) in paths.items():
             obs = jig.probe(van, tgt, count=5, ask="hostname", label=f"{v} round {rnd} after {AFFINITY_TIMEOUT + IDLE_MARGIN}s idle")
+            last[v] = obs
             ok, detail = analysis.sticky(obs)
             now = analysis.backends(obs).most_common(1)[0][0] if ok else None
             if not ok:
@@ -106,7 +125,15 @@ def test_timeout_expiry(cluster, k8s, suite_config, namespace, conformance):
             holder[v] = now
         if switched:
             break
+    what = f"affinity expiry after {AFFINITY_TIMEOUT + IDLE_MARGIN}s idle (timeoutSeconds {AFFINITY_TIMEOUT})"
+    seen = "a new backend chosen after expiry" if switched else f"same backend in {EXPIRY_ROUNDS} rounds"
+    if conformance.mode in EXPIRY_RECORD_ONLY:
+        conformance.record.notes.append(f"{EXPIRY_RECORD_ONLY[conformance.mode]}; observed: {seen} "
+                                        f"({'; '.join(switched) or 'no switch'})")
+        van, tgt = paths["pod-other-node"]
+        conformance.judge(RECORD_ONLY, EXPECTED, last["pod-other-node"],
+                          conformance.context(jig, van, tgt, None), f"{what}: {seen}")
+        return
     conformance.judge_value(
-        f"affinity expiry after {AFFINITY_TIMEOUT + IDLE_MARGIN}s idle (timeoutSeconds {AFFINITY_TIMEOUT})", EXPECTED,
-        "a new backend chosen after expiry", "a new backend chosen after expiry" if switched else f"same backend in {EXPIRY_ROUNDS} rounds",
-        bool(switched), detail="; ".join(switched) + " (with 5 backends a working expiry keeps the old backend with p=0.2 per client and round)")
+        what, EXPECTED, "a new backend chosen after expiry", seen, bool(switched),
+        detail="; ".join(switched) + " (with 5 backends a working expiry keeps the old backend with p=0.2 per client and round)")

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from proxysuite.perf.pipeline import PerfOptions, Sweep
-from proxysuite.perf.run import delete_namespace, parse_scales, perf_namespace
+from proxysuite.perf import catalogue as C
+from proxysuite.perf.pipeline import Sweep
+from proxysuite.perf.run import delete_namespace, perf_namespace
 
 pytestmark = [pytest.mark.perf, pytest.mark.slow]
 
@@ -23,12 +24,9 @@ def _progress(msg):
 
 
 @pytest.fixture(scope="module")
-def sweep(cluster, k8s, suite_config, pytestconfig):
-    opts = PerfOptions(scales=parse_scales(pytestconfig.getoption("--perf-scales")),
-                       endpoints_per_service=pytestconfig.getoption("--perf-endpoints"),
-                       load_seconds=pytestconfig.getoption("--perf-load-seconds"))
+def sweep(cluster, k8s, suite_config, perf_options):
     ns = perf_namespace(k8s, suite_config.run_id, cluster.mode)
-    sw = Sweep(cluster, k8s, ns, suite_config.run_id, opts, suite_config.reports_dir, progress=_progress)
+    sw = Sweep(cluster, k8s, ns, suite_config.run_id, perf_options, suite_config.reports_dir, progress=_progress)
     try:
         sw.start()
         yield sw
@@ -43,22 +41,22 @@ def sweep(cluster, k8s, suite_config, pytestconfig):
 
 
 def _rows(sw, scale, metric, stat=None, kind="summary"):
-    return [r for r in sw.rec.rows if r.get("scale") == scale and r["metric"] == metric and r["kind"] == kind
+    return [r for r in sw.rec.rows if r.get("scale") == scale and r["metric"] == metric.name and r["kind"] == kind
             and (stat is None or r["stat"] == stat)]
 
 
 def test_scale(sweep, scale):
     sweep.measure(scale)
-    fp = _rows(sweep, scale, "first_packet", kind="sample")
+    fp = _rows(sweep, scale, C.FIRST_PACKET, kind="sample")
     assert len(fp) >= sweep.opts.first_packet_rounds * 5, "first-packet samples missing"
-    npl = _rows(sweep, scale, "npl", kind="sample")
+    npl = _rows(sweep, scale, C.NPL_DP, kind="sample")
     assert len(npl) == sweep.opts.npl_changes + sweep.opts.npl_creates
     res = np.array([r["resolution_ms"] for r in npl])
     assert np.median(res) <= 10, f"programming latency resolved to {np.median(res):.1f} ms (p50), not ≤ 10 ms"
-    sync = _rows(sweep, scale, "sync", "count")
-    assert sync and all(r["value"] > 0 for r in sync if r.get("phase") == "npl"), "kube-proxy reported no syncs"
-    ours = _rows(sweep, scale, "npl_all", "mean")
-    metric = [r for r in _rows(sweep, scale, "npl_metric", "mean") if r.get("phase") == "npl"]
+    sync = _rows(sweep, scale, C.SYNC, "count")
+    assert sync and all(r["value"] > 0 for r in sync if r.get("phase") == C.NPL), "kube-proxy reported no syncs"
+    ours = _rows(sweep, scale, C.NPL_ALL, "mean")
+    metric = [r for r in _rows(sweep, scale, C.NPL_METRIC, "mean") if r.get("phase") == C.NPL]
     if ours and metric:
         # Same changes, two observers: the datapath (≤ 10 ms) and kube-proxy (exact mean, end of its sync).
         assert abs(ours[0]["value"] - metric[0]["value"] * 1000) < max(100, 0.25 * ours[0]["value"]), (ours, metric)

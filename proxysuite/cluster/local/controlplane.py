@@ -21,11 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from ...modes import KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_METRICS_PORT
 from .state import ClusterState
 
 APISERVER_PORT = 6443
-PROXY_METRICS_PORT = 10249
-PROXY_HEALTHZ_PORT = 10256
+PROXY_METRICS_PORT = KUBE_PROXY_METRICS_PORT
+PROXY_HEALTHZ_PORT = KUBE_PROXY_HEALTHZ_PORT
 
 # user -> groups; the token file line is `token,user,uid,"groups"`.
 IDENTITIES = {
@@ -197,10 +198,14 @@ def render_proxy_cmd(template: str, values: dict[str, str]) -> list[str]:
         raise SuiteError(f"--proxy-cmd is not a valid template ({exc})", "quote it, and write literal braces as {{ }}") from None
 
 
-def custom_proxy_argv(st: ClusterState, node) -> list[str]:
-    values = {
+def proxy_cmd_values(st: ClusterState, node) -> dict[str, str]:
+    """What ``--proxy-cmd``'s (and ``--proxy-health exec:``'s) placeholders stand for on ``node``."""
+    return {
         "kubeconfig": str(st.kubeconfig("kube-proxy")), "node": node.name, "node_ip": node.ip,
         "cluster_cidr": st.addressing.pod_cidr, "service_cidr": st.addressing.service_cidr,
         "metrics_addr": f"127.0.0.1:{PROXY_METRICS_PORT}", "healthz_addr": f"0.0.0.0:{PROXY_HEALTHZ_PORT}",
     }
-    return render_proxy_cmd(st.proxy_cmd, values)
+
+
+def custom_proxy_argv(st: ClusterState, node) -> list[str]:
+    return render_proxy_cmd(st.proxy_cmd, proxy_cmd_values(st, node))

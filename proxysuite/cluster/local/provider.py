@@ -1,4 +1,4 @@
-"""The local provider: ``up`` / ``down`` / ``status`` / ``janitor`` and the :class:`LocalCluster`.
+"""The local provider: :class:`LocalProvider` (``up`` / ``down`` / ``status`` / ``janitor`` / ``clusters``) and the :class:`LocalCluster`.
 
 Bring-up, in order (each step idempotent, every artefact tagged with the run id):
 
@@ -33,10 +33,10 @@ from typing import Callable
 
 from ... import images
 from ...config import SuiteConfig
-from ...errors import SuiteError, Unsupported
+from ...errors import ProbeError, SuiteError, Unsupported
 from ...modes import get_mode, require_ipvs_kernel
 from ...probes import engine
-from ..base import Cluster, Features, NodeInfo, Vantage
+from ..base import Cluster, ClusterEntry, Features, NodeInfo, Provider, Vantage
 from . import components, controlplane, netns, procs, topology
 from .state import ClusterState, all_states, code_digest, new_state
 
@@ -155,7 +155,7 @@ def up(config: SuiteConfig, progress: Progress = print, owner_pid: int | None = 
     check_prereqs(config)
     existing = ClusterState.load(config.name)
     if existing is not None:
-        if existing.mode != config.mode or existing.proxy_cmd != config.proxy_cmd:
+        if (existing.mode, existing.proxy_cmd, existing.proxy_health) != (config.mode, config.proxy_cmd, config.proxy_health):
             raise SuiteError(f"local cluster {config.name} already runs mode {existing.mode}",
                              f"run `proxysuite cluster down --cluster-name {config.name}` or pass another --cluster-name")
         if _healthy(existing) and len(existing.nodes) == config.nodes:
@@ -267,7 +267,16 @@ def _start_nodes(st: ClusterState, bins: dict[str, Path], progress: Progress) ->
     for node in st.nodes:
         argv = controlplane.custom_proxy_argv(st, node) if st.mode == "custom" else controlplane.kube_proxy_argv(st, bins["kube-proxy"], node.name)
         _start(st, f"proxy-{node.name}", argv, node.netns)
+    if st.proxy_health == "none":
+        progress(f"not waiting for the {what}: --proxy-health none")
+        return
     for node in st.nodes:
+        if st.proxy_health.startswith("exec:"):
+            argv = controlplane.render_proxy_cmd(st.proxy_health[5:], controlplane.proxy_cmd_values(st, node))
+            _wait(f"{what} on {node.name} (--proxy-health exec: {' '.join(argv)})",
+                  lambda: subprocess.run(netns.exec_argv(node.netns, argv), capture_output=True, timeout=10).returncode == 0,
+                  READY_TIMEOUT, st.logs / f"proxy-{node.name}.log")
+            continue
         sock = netns.socket_factory(node.netns)
         _wait(f"{what} on {node.name} (/healthz on :{controlplane.PROXY_HEALTHZ_PORT})",
               lambda: engine.http_get("127.0.0.1", controlplane.PROXY_HEALTHZ_PORT, "/healthz", make_socket=sock)[0] == 200,
@@ -400,8 +409,13 @@ class LocalCluster(Cluster):
         return [NodeInfo(n.name, n.ip, n.pod_cidr) for n in self.state.nodes]
 
     def features(self) -> Features:
-        return Features(load_balancer=True, external_client=True, node_exec=True, proxy_restart=True, cluster_dns=False, udp=True,
-                        reasons={"cluster_dns": "the local provider runs no cluster DNS (its pods share the host's /etc/resolv.conf: no mount namespaces)"})
+        health = self.state.proxy_health
+        return Features(load_balancer=True, external_client=True, external_ips=True, node_exec=True, proxy_restart=True,
+                        proxy_children_cpu=True, load_generation=True, cluster_dns=False, udp=True,
+                        proxy_health_endpoints=health == "kube-proxy",
+                        reasons={"cluster_dns": "the local provider runs no cluster DNS (its pods share the host's /etc/resolv.conf: no mount namespaces)",
+                                 "proxy_health_endpoints": f"the custom proxy declares --proxy-health {health}: it does not "
+                                                           "serve kube-proxy's health and metrics endpoints"})
 
     def _node(self, name: str):
         for n in self.state.nodes:
@@ -417,6 +431,9 @@ class LocalCluster(Cluster):
         if pod.spec.host_network:
             return self._node(pod.spec.node_name).netns
         return f"{self.state.netns_prefix}pod-{pod.metadata.uid.replace('-', '')[:12]}"
+
+    def load_netns(self, namespace: str, pod: str) -> str:
+        return self.pod_netns(self.core.read_namespaced_pod(pod, namespace))
 
     def pod_vantage(self, namespace: str, pod: str) -> Vantage:
         p = self.core.read_namespaced_pod(pod, namespace)
@@ -435,7 +452,10 @@ class LocalCluster(Cluster):
         return self._vantage("external", "external", None, netns.name_for(self.state.run_id, topology.EXT), a.ext_ip)
 
     def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
-        return engine.http_get(host, port, path, make_socket=netns.socket_factory(self._node(node).netns))
+        try:
+            return engine.http_get(host, port, path, make_socket=netns.socket_factory(self._node(node).netns))
+        except OSError as exc:
+            raise ProbeError(f"GET {host}:{port}{path} on {node} failed: {type(exc).__name__}: {exc}") from exc
 
     def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
         return netns.run(self._node(node).netns, argv, timeout=timeout)
@@ -446,13 +466,13 @@ class LocalCluster(Cluster):
             return f"(no proxy log at {path})"
         return "\n".join(path.read_text(errors="replace").splitlines()[-tail:])
 
-    def proxy_children_cpu_seconds(self, node: str) -> float | None:
+    def proxy_children_cpu_seconds(self, node: str) -> float:
         pid = self.state.procs.get(f"proxy-{node}")
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return None
+        except (OSError, IndexError) as exc:
+            raise ProbeError(f"cannot read /proc/{pid}/stat of the proxy on {node} (is it running?): {exc}") from None
         # proc(5): cutime and cstime (fields 16 and 17) count the children the process has waited for;
         # kube-proxy waits for every iptables-restore / nft it runs.
         return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
@@ -466,3 +486,31 @@ class LocalCluster(Cluster):
         if self._core is not None:
             self._core.api_client.close()
             self._core = None
+
+
+class LocalProvider(Provider):
+    name = "local"
+    description = "network namespaces on this machine, no Docker: kube-proxy built from source (needs root)"
+
+    def check_prereqs(self, config: SuiteConfig) -> None:
+        check_prereqs(config)
+
+    def up(self, config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int | None = None) -> LocalCluster:
+        return up(config, progress, owner_pid)
+
+    def down(self, config: SuiteConfig, progress: Progress = lambda _m: None) -> None:
+        down(config, progress)
+
+    def status(self, config: SuiteConfig) -> dict:
+        return status(config)
+
+    def janitor(self, progress: Progress = lambda _m: None, everything: bool = False) -> dict:
+        return janitor(progress=progress, everything=everything)
+
+    def clusters(self) -> list[ClusterEntry]:
+        """Every local cluster with a state directory, healthy or not, and whether its owning session lives."""
+        return [ClusterEntry(provider="local", name=st.name, mode=st.mode, alive=_healthy(st), owner_pid=st.owner_pid,
+                             owner_alive=None if st.owner_pid is None else procs.alive(st.owner_pid), run_id=st.run_id,
+                             kubeconfig=str(st.kubeconfig()),
+                             note="" if st.owner_pid is not None else "kept on purpose (cluster up / --keep-cluster)")
+                for st in all_states()]

@@ -93,6 +93,8 @@ class ClusterState:
     mode: str
     proxy_cmd: str | None
     addressing: Addressing
+    proxy_health: str = "kube-proxy"
+    """How the proxy shows readiness (``--proxy-health``)."""
     api_port: int = 0
     owner_pid: int | None = None
     """PID of the pytest session that owns the cluster; None for a cluster kept on purpose (CLI, --keep-cluster)."""
@@ -177,4 +179,4 @@ def new_state(config: SuiteConfig) -> ClusterState:
     addressing = Addressing.from_env()
     addressing.check(config.nodes)
     return ClusterState(name=config.name, run_id=config.run_id, mode=config.mode, proxy_cmd=config.proxy_cmd,
-                        addressing=addressing, api_port=config.api_port, code_digest=code_digest())
+                        proxy_health=config.proxy_health, addressing=addressing, api_port=config.api_port, code_digest=code_digest())

@@ -1,0 +1,348 @@
+"""The sweep's measurements at one scale, as phases over one context.
+
+A phase is a name, a test of whether it can run here, and the measurement::
+
+    class Phase(Protocol):
+        name: str                                        # the rows' ``phase`` column (perf.catalogue)
+        def applies(self, ctx) -> tuple[bool, str]: ...  # (False, why) → a ``phase.skipped`` row and meta["phases"]
+        def run(self, ctx) -> None: ...                  # records through ctx.add / ctx.samples / ctx.add_rows
+
+:data:`PHASES` run in order at every scale (``perf.pipeline.Sweep.measure``):
+
+1. ``create`` — grow the fleet, wait until the newest Service answers and the proxy has nothing pending;
+   kube-proxy deltas over the window;
+2. ``resources`` — ruleset size (lines of the proxy's own dump);
+3. ``restart`` — restart the proxy and time its first *full* sync at this scale, from a fresh process;
+4. ``first_packet`` — new TCP connections to Services near the start, middle and end of ``KUBE-SERVICES``
+   (iptables; creation order otherwise) and straight to a pod; per-rule slope from the positions;
+5. ``npl`` — endpoint readiness flips and Service creates timed in the datapath, beside kube-proxy's
+   programming-latency histogram over the same window (its syncs there are partial syncs);
+6. ``load`` — Locust through one Service from inside the client pod's network namespace.
+
+The order matters: ``restart`` leaves a fresh proxy whose first syncs must not land in the
+``npl`` window, and ``load`` comes last so its connections do not disturb the timed phases.
+A phase that does not apply (no proxy restart on an existing cluster, no pod network namespace
+on kind for Locust, ``--load-seconds 0``) says why, so the report can print "load: skipped: …".
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from ..modes import get_mode
+from . import catalogue as C
+from . import latency, metrics
+from .frames import RunRecorder
+from .load import LoadSpec, run_load
+from .options import PerfOptions
+from .scale import BACKEND_PORT, ServiceFleet
+
+if TYPE_CHECKING:
+    from ..cluster.base import Cluster
+
+"""How to read each mode's programmed ruleset on a node (its size is the ``resources`` phase)."""
+
+
+@dataclass
+class SweepContext:
+    """Everything a phase reads or writes: the cluster, the fleet, the options and the run's recorder."""
+
+    cluster: Cluster
+    k8s: object
+    namespace: str
+    node: str
+    """The node whose proxy is measured (metrics, restart, ruleset)."""
+    client: object
+    """Vantage of the client pod every datapath probe starts from."""
+    backend_ips: list[str]
+    fleet: ServiceFleet
+    opts: PerfOptions
+    rec: RunRecorder
+    reports_dir: Path
+    progress: Callable[[str], None] | None = None
+    scale: int = 0
+    """The scale being measured (rows are stamped with it)."""
+    phase: str = ""
+    """The phase running (rows are stamped with it)."""
+    state: dict = field(default_factory=dict)
+    """Scratch space for phases that hand something on (none of the built-in ones do)."""
+
+    @property
+    def mode(self) -> str:
+        return self.cluster.mode
+
+    def say(self, msg: str) -> None:
+        if self.progress:
+            self.progress(msg)
+
+    def scrape(self) -> metrics.Scrape:
+        return metrics.scrape(self.cluster, self.node)
+
+    def add(self, metric: C.Metric, stat: str, value: float, **extra) -> None:
+        self.rec.record(metric, stat, value, scale=self.scale, phase=self.phase, **extra)
+
+    def samples(self, metric: C.Metric, values, **extra) -> None:
+        self.rec.record_samples(metric, values, scale=self.scale, phase=self.phase, **extra)
+
+    def add_rows(self, rows: list[dict], **extra) -> None:
+        self.rec.add_rows(rows, scale=self.scale, phase=self.phase, **extra)
+
+    def keep_scrapes(self, before: metrics.Scrape, after: metrics.Scrape) -> None:
+        """Raw exposition text of the scrapes a phase's figures came from, so a run can be re-analysed."""
+        d = self.rec.run_dir(self.reports_dir) / "scrapes"
+        d.mkdir(parents=True, exist_ok=True)
+        for tag, s in (("before", before), ("after", after)):
+            with gzip.open(d / f"{self.scale:06d}-{self.phase}-{tag}.txt.gz", "wt") as fh:
+                fh.write(f"# scraped at {s.at:.6f}\n{s.text}")
+
+
+class Phase(Protocol):
+    name: str
+
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
+        """(True, "") or (False, why not), checked before every scale."""
+
+    def run(self, ctx: SweepContext) -> None:
+        """Measure at ``ctx.scale`` and record through ``ctx``."""
+
+
+class PhaseSkipped(Exception):
+    """Raised by ``run`` when a phase finds out only while running that it cannot measure; recorded like a
+    ``False`` from ``applies`` (message = reason), and the sweep goes on."""
+
+
+ALWAYS = (True, "")
+
+
+class Create:
+    name = C.CREATE
+
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
+        return ALWAYS
+
+    def run(self, ctx: SweepContext) -> None:
+        m0 = ctx.scrape()
+        stats = ctx.fleet.scale_to(ctx.scale)
+        t_written = time.time()
+        if stats["created"]:
+            ctx.add(C.CREATE_FIG, "seconds", stats["seconds"], created=stats["created"])
+            ctx.add(C.CREATE_FIG, "rate", stats["rate"])
+        newest = ctx.fleet.services[-1]  # once it answers, the datapath has the whole fleet
+        seen, _, _ = latency.wait_for_state(ctx.client, newest.cluster_ip, 80, True, t_written, deadline_s=900)
+        latency.wait_settled(ctx.scrape, since=t_written, progress=ctx.progress)
+        ctx.add(C.CREATE_FIG, "settle_seconds", seen - t_written, source="last write → newest Service answers in the datapath")
+        m1 = ctx.scrape()
+        ctx.add_rows(metrics.summarize(metrics.Delta(m0, m1)))
+        ctx.keep_scrapes(m0, m1)
+
+
+class Resources:
+    name = C.RESOURCES
+
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
+        if not get_mode(ctx.mode).datapath.size:
+            return False, f"no ruleset-size command is known for mode {ctx.mode} (modes.Datapath.size)"
+        return ctx.cluster.features().require("node_exec")
+
+    def run(self, ctx: SweepContext) -> None:
+        argv = list(get_mode(ctx.mode).datapath.size)
+        try:
+            lines = len(ctx.cluster.node_exec(ctx.node, argv, timeout=300).splitlines())
+        except Exception as exc:  # noqa: BLE001 - size is context; the run goes on and the frame says why it is missing
+            raise PhaseSkipped(f"{' '.join(argv)} on {ctx.node} failed: {exc}") from exc
+        ctx.add(C.RULESET, "ruleset_lines", lines, source=" ".join(argv))
+
+
+class Restart:
+    name = C.RESTART
+
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
+        if not ctx.opts.restart_proxy:
+            return False, "turned off (--no-restart)"
+        return ctx.cluster.features().require("proxy_restart")
+
+    def run(self, ctx: SweepContext) -> None:
+        t_restart = time.time()
+        ctx.cluster.restart_proxy(ctx.node)
+        fresh = wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress)
+        ctx.add(C.RESTART_FIG, "ready_seconds", fresh.at - t_restart, source="proxy restart → first full sync finished (metrics)")
+        empty = metrics.Scrape(at=t_restart)
+        ctx.add_rows(metrics.summarize(metrics.Delta(empty, fresh)))
+        ctx.keep_scrapes(empty, fresh)
+        latency.wait_for_state(ctx.client, ctx.fleet.services[-1].cluster_ip, 80, True, time.time(), deadline_s=300)
+
+
+class FirstPacket:
+    name = C.FIRST_PACKET_PHASE
+
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
+        return ALWAYS if ctx.opts.first_packet_rounds > 0 else (False, "turned off (--first-packet-rounds 0)")
+
+    def run(self, ctx: SweepContext) -> None:
+        order, chain_len = chain_order(ctx)
+        targets, positions = pick_targets(ctx.fleet, order)
+        targets["pod-direct"] = (ctx.backend_ips[0], BACKEND_PORT)
+        fp = latency.first_packet(ctx.client, targets, rounds=ctx.opts.first_packet_rounds)
+        order_after, _ = chain_order(ctx)
+        stable = order_after == order
+        record_first_packet(ctx, fp, positions, chain_len, stable=stable)
+        ctx.say("first-packet: " + ", ".join(f"{k} p50 {np.median(v):.0f} µs" for k, v in fp.items())
+                + ("" if stable else " (chain order changed while measuring)"))
+
+
+class ProgrammingLatency:
+    name = C.NPL
+
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
+        return ALWAYS if ctx.opts.npl_changes > 0 else (False, "turned off (--npl-changes 0)")
+
+    def run(self, ctx: SweepContext) -> None:
+        fleet, opts = ctx.fleet, ctx.opts
+        m2 = ctx.scrape()
+        flips = latency.programming_latency(fleet, fleet.services[0], ctx.client, changes=opts.npl_changes, progress=ctx.progress)
+        creates = []
+        for _ in range(opts.npl_creates):
+            time.sleep(1.2)
+            svc, s = latency.create_latency(fleet, len(fleet.services), ctx.client)
+            fleet.services.append(svc)
+            creates.append(dict(change="service_create", latency_s=s.latency_s, resolution_s=s.resolution_s,
+                                api_s=s.api_s, probes=s.probes))
+        time.sleep(1.5)  # let kube-proxy observe the last change into its histogram
+        m3 = ctx.scrape()
+        for i, r in enumerate(flips + creates):
+            ctx.rec.record_sample(C.NPL_DP, r["latency_s"] * 1000, i, scale=ctx.scale, phase=ctx.phase, target=r["change"],
+                                  resolution_ms=r["resolution_s"] * 1000, api_ms=r["api_s"] * 1000)
+        # Flips and creates apart: a create is two writes and its second lands in the minSyncPeriod window.
+        lat = np.array([r["latency_s"] for r in flips]) * 1000
+        for q in (50, 90, 99):
+            ctx.add(C.NPL_DP, f"p{q}", float(np.percentile(lat, q)), source="datapath", target="endpoint_flip")
+        everything = np.array([r["latency_s"] for r in flips + creates]) * 1000
+        ctx.add(C.NPL_ALL, "mean", float(everything.mean()), source="datapath",
+                note="every change of the window; compare with npl_metric.mean (same changes, kube-proxy's view)")
+        ctx.add(C.NPL_DP, "max_resolution", max(r["resolution_s"] for r in flips + creates) * 1000)
+        for change, metric in (("endpoint_ready", C.NPL_READY), ("endpoint_not_ready", C.NPL_NOT_READY),
+                               ("service_create", C.NPL_CREATE)):
+            sub = [r["latency_s"] * 1000 for r in flips + creates if r["change"] == change]
+            if sub:
+                ctx.add(metric, "p50", float(np.median(sub)), source="datapath")
+        ctx.add_rows(metrics.summarize(metrics.Delta(m2, m3)))
+        ctx.keep_scrapes(m2, m3)
+        ctx.say(f"npl: endpoint flips p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms over {len(lat)} "
+                f"flips; Service creates p50 {np.median([c['latency_s'] for c in creates]) * 1000:.0f} ms at {ctx.scale} services"
+                if creates else f"npl: p50 {np.percentile(lat, 50):.0f} ms over {len(lat)} flips at {ctx.scale} services")
+
+
+def load_generation(cluster) -> tuple[bool, str]:
+    """Can a load generator on this machine send as the client pod? (ok, why not): ``Features.load_generation``."""
+    return cluster.features().require("load_generation")
+
+
+def client_netns(ctx: SweepContext) -> str:
+    """The client pod's network namespace on this host (where :func:`load_generation` said yes)."""
+    return ctx.cluster.load_netns(ctx.namespace, "client")
+
+
+class Load:
+    name = C.LOAD
+
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
+        if ctx.opts.load_seconds <= 0:
+            return False, "turned off (--load-seconds 0)"
+        return load_generation(ctx.cluster)
+
+    def run(self, ctx: SweepContext) -> None:
+        # Paced at a fixed rate (latency under a known load), then closed loop (the most this generator gets through).
+        opts, scale = ctx.opts, ctx.scale
+        netns = client_netns(ctx)
+        target = ctx.fleet.services[len(ctx.fleet.services) // 2]
+        url = f"http://{target.cluster_ip}:80/hostname"
+        allowed = [f"{target.cluster_ip}/32"] + [f"{ip}/32" for ip in ctx.backend_ips]
+        runs = [("paced", LoadSpec(url=url, users=opts.load_users, duration_s=opts.load_seconds, rps=opts.load_rps,
+                                   new_connection=opts.load_new_connection, label=f"svc@{scale}"))]
+        if opts.load_max_seconds > 0:
+            runs.append(("closed-loop", LoadSpec(url=url, users=opts.load_max_users, duration_s=opts.load_max_seconds, rps=None,
+                                                 new_connection=opts.load_new_connection, label=f"svc@{scale}-max")))
+        for kind, spec in runs:
+            out = Path(ctx.reports_dir) / "perf" / "locust" / f"{ctx.rec.run_id}-{ctx.mode}-{scale}-{kind}"
+            res = run_load(spec, out, netns=netns, allowed=allowed, progress=ctx.progress)
+            ctx.add_rows(res.rows(), target=kind)
+            ok = res.samples[res.samples["ok"]]["response_us"].to_numpy()
+            ctx.samples(C.LOCUST_RESPONSE, ok[:: max(1, len(ok) // 5000)], target=kind)  # ≤ 5k per run
+            if res.generator_bound:
+                ctx.add(C.LOCUST, "generator_bound_note", 1, target=kind, note=res.summary["generator_bound_reason"])
+
+
+PHASES: tuple[Phase, ...] = (Create(), Resources(), Restart(), FirstPacket(), ProgrammingLatency(), Load())
+"""The phases of every scale, in order (see the module docstring for why this order)."""
+
+
+# --- helpers shared by phases and the sweep's baseline -----------------------------------------------------------
+
+
+def record_first_packet(ctx: SweepContext, fp: dict, positions: dict, chain_len, stable: bool = True) -> None:
+    for label, values in fp.items():
+        extra = {"position": positions.get(label), "chain_len": chain_len, "order_stable": stable}
+        ctx.samples(C.FIRST_PACKET, values, target=label, **extra)
+        for stat, v in latency.percentiles(values, (50, 90, 99)).items():
+            ctx.add(C.FIRST_PACKET, stat, v, target=label, **extra)
+    pos = [(positions[k], float(np.median(fp[k]))) for k in positions if k in fp]
+    if len(pos) >= 2:
+        slope, r2 = latency.per_rule_slope([p for p, _ in pos], [m for _, m in pos])
+        ctx.add(C.FIRST_PACKET, "slope_per_rule", slope, r2=r2, source="median vs KUBE-SERVICES position")
+
+
+def chain_order(ctx: SweepContext) -> tuple[list[str], int | None]:
+    """Our Services in ``KUBE-SERVICES`` order and the chain's length (iptables with node exec; else ([], None))."""
+    if ctx.mode != "iptables" or not ctx.cluster.features().node_exec:
+        return [], None
+    try:
+        text = ctx.cluster.node_exec(ctx.node, ["iptables-save", "-t", "nat"], timeout=120)
+    except Exception:  # noqa: BLE001 - the targets fall back to creation order, and positions stay empty
+        return [], None
+    order, total = latency.kube_services_order(text)
+    # Positions count every rule of the chain (other namespaces' Services sit in it too).
+    return [s if ns == ctx.namespace else f"{ns}/{s}" for ns, s in order], total
+
+
+def pick_targets(fleet: ServiceFleet, order: list[str]):
+    """Services near the start, middle and end of KUBE-SERVICES (iptables) or of creation order.
+
+    Labels are ``first``, ``first+1``, ``middle``, ``last-1``, ``last``; positions (0-based index among
+    all KUBE-SERVICES rules) are returned for iptables only.
+    """
+    names = {s.name: s for s in fleet.services}
+    labels = ("first", "first+1", "middle", "last-1", "last")
+    if order:
+        idx = [(i, n) for i, n in enumerate(order) if n in names]
+        picks = [idx[0], idx[1], idx[len(idx) // 2], idx[-2], idx[-1]]
+        return ({lab: (names[n].cluster_ip, 80) for lab, (i, n) in zip(labels, picks)},
+                {lab: i for lab, (i, n) in zip(labels, picks)})
+    svcs = fleet.services
+    chosen = [svcs[0], svcs[1], svcs[len(svcs) // 2], svcs[-2], svcs[-1]]
+    return {lab: (s.cluster_ip, 80) for lab, s in zip(labels, chosen)}, {}
+
+
+def wait_full_sync(cluster, node, since, progress, timeout=900) -> metrics.Scrape:
+    """The first scrape after ``since`` in which a freshly started proxy has finished a full sync."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            s = metrics.scrape(cluster, node)
+        except Exception:  # noqa: BLE001 - the proxy is still starting
+            time.sleep(0.2)
+            continue
+        # The IPv4 proxier's full sync; the IPv6 one (empty on these nodes) finishes first and must not count.
+        full = (s.histogram(metrics.SYNC_FULL, ip_family="IPv4") or s.histogram(metrics.SYNC_FULL)
+                or s.histogram(metrics.SYNC))
+        start = s.value("process_start_time_seconds") or 0
+        if full and full.count >= 1 and start >= since - 1:
+            return s
+        time.sleep(0.2)
+    raise TimeoutError(f"proxy on {node} did not finish a full sync within {timeout}s of its restart")
