@@ -8,6 +8,7 @@
     proxysuite janitor        [--all]      # removes what crashed runs left behind
     proxysuite images         [--provider kind] [--mode M] [--proxy-manifest PATH]   # every image the suite pulls
     proxysuite version        [-o text|json]
+    proxysuite kind setup-engine | build-node-image | stop-engine   # kind where it is missing (no Docker, no registry)
     proxysuite perf run       [cluster options] [--scales 100,1k,5k,10k] ...   # the perf sweep outside pytest
     proxysuite report compare-modes RESULTS... [-o DIR]
 
@@ -212,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(ver)
     sub.add_parser("report", help="reports: `proxysuite report compare-modes RESULTS... [-o DIR]`", add_help=False)
     sub.add_parser("perf", help="perf sweep outside pytest: `proxysuite perf run --mode M --scales 100,1k,5k,10k`", add_help=False)
+    from .cluster.kindsetup import cli as kind_cli
+
+    kind_cli.add_parser(sub)
     return ap
 
 
@@ -233,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_version(args)
         if args.command == "perf":
             return cmd_perf(args, rest)
+        if args.command == "kind":
+            from .cluster.kindsetup import cli as kind_cli
+
+            return kind_cli.run(args)
         return cmd_report(args, rest)
     except Unsupported as exc:
         print(f"proxysuite: unsupported here: {exc}", file=sys.stderr)

@@ -64,7 +64,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("proxy-manifest", "YAML applied on a kind custom.yaml cluster to install your proxy (DaemonSet)"),
     Option("cilium-variant", "kind + --mode cilium: Helm values variant default|maglev|dsr, or a values file "
            "(default: $PROXYSUITE_CILIUM_VARIANT or default)"),
-    Option("kind-node-image", "kind: node image to use instead of the pinned one for --k8s-version"),
+    Option("kind-node-image", "kind: node image to use instead of the pinned one for --k8s-version; "
+           "local: the offline image of `proxysuite kind build-node-image` (built when missing)"),
     Option("kubeconfig", "kubeconfig of an existing cluster (--provider existing)", os.environ.get("KUBECONFIG")),
     Option("context", "kubeconfig context (--provider existing)"),
     Option("cluster-name", "name of the cluster to create or reuse (default: proxysuite-<mode>)"),

@@ -408,6 +408,9 @@ def only(tmp_path, monkeypatch):
         for name in names:
             (d / name).symlink_to(BIN / "recording-tool")
         monkeypatch.setenv("PATH", str(d))
+        # Nor the kind and engine that `proxysuite kind setup-engine` may have left on this machine.
+        monkeypatch.setenv("PROXYSUITE_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setenv("PROXYSUITE_STATE_DIR", str(tmp_path / "state"))
     return make
 
 

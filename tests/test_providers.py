@@ -201,6 +201,7 @@ def test_cluster_list_reads_local_state_and_kind(tmp_path, stand_ins):
 
 def test_cluster_list_says_why_kind_is_not_listed(tmp_path, monkeypatch):
     monkeypatch.setenv("PROXYSUITE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PROXYSUITE_CACHE_DIR", str(tmp_path / "cache"))  # nor a kind `proxysuite kind setup-engine` built
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     doc = cli.cluster_list()
     assert "kind" in doc["not_listed"] and "install kind" in doc["not_listed"]["kind"]

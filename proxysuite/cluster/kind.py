@@ -52,6 +52,7 @@ from ..modes import require_ipvs_kernel
 from ..probes.engine import Observation, ProbeRequest
 from .base import ClusterEntry, Features, Provider, Vantage
 from .detect import cilium_from_status
+from .kindsetup import hooks as kindsetup_hooks
 from .remote import (ROLE_LABEL, RUN_LABEL, KubectlCluster, ToolError, exec_budget, exec_engine, parse_observations,
                      require_tool, run_tool)
 
@@ -149,7 +150,7 @@ def render_config(config: SuiteConfig, node_image: str) -> dict:
         doc["featureGates"] = gates
     else:
         doc.pop("featureGates", None)
-    return doc
+    return kindsetup_hooks.adjust_config(doc, node_image)
 
 
 # --- prerequisites ------------------------------------------------------------------------------
@@ -169,6 +170,7 @@ def docker_engine_version() -> str:
 
 def check_prereqs(config: SuiteConfig) -> None:
     """docker (CLI + engine), kind, kubectl, helm for Cilium; the kernel for IPVS; a manifest for custom."""
+    kindsetup_hooks.before_prereqs()
     for tool in ("docker", "kind", "kubectl"):
         require_tool(tool)
     if config.mode == "cilium":
@@ -275,7 +277,7 @@ def create(config: SuiteConfig, progress: Progress) -> str:
     sd = state_dir(config)
     sd.mkdir(parents=True, exist_ok=True)
     kubeconfig = str(sd / "kubeconfig")
-    node_image = config.kind_node_image or images.kind_node_image(config.k8s_version)
+    node_image = kindsetup_hooks.resolve_node_image(config.kind_node_image or images.kind_node_image(config.k8s_version), progress)
     image_version = images.image_version(node_image)
     if image_version and image_version != config.k8s_version:
         progress(f"kind {images.KIND_VERSION} has no {config.k8s_version} node image; using {image_version} ({node_image})")
@@ -284,6 +286,7 @@ def create(config: SuiteConfig, progress: Progress) -> str:
     try:
         _run(progress, ["kind", "create", "cluster", "--name", config.name, "--config", str(cfg_path), "--kubeconfig", kubeconfig],
              CREATE_TIMEOUT)
+        kindsetup_hooks.after_kubeconfig(config.name, kubeconfig, progress, node_image)
         record = {"name": config.name, "mode": config.mode, "node_image": node_image, "created_by": "proxysuite"}
         if config.mode == "cilium":
             record["cilium_variant"] = cilium_variant(config)
@@ -324,6 +327,7 @@ def reuse(config: SuiteConfig, progress: Progress) -> str:
     kubeconfig = str(sd / "kubeconfig")
     progress(f"reusing kind cluster {config.name}")
     _run(progress, ["kind", "export", "kubeconfig", "--name", config.name, "--kubeconfig", kubeconfig], 60)
+    kindsetup_hooks.after_kubeconfig(config.name, kubeconfig, progress, (record or {}).get("node_image"))
     if record is None:
         progress(f"kind cluster {config.name} was not made by proxysuite; its proxy mode will be detected")
     return kubeconfig
@@ -523,6 +527,7 @@ def up(config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int
 
 def down(config: SuiteConfig, progress: Progress = lambda _m: None) -> None:
     """Delete the cluster, this cluster's leftover side containers, and cloud-provider-kind once no kind cluster is left."""
+    kindsetup_hooks.before_prereqs()
     for tool in ("docker", "kind"):
         require_tool(tool)
     if config.name in existing_clusters():
@@ -533,12 +538,14 @@ def down(config: SuiteConfig, progress: Progress = lambda _m: None) -> None:
     if not existing_clusters():
         if run_tool(["docker", "ps", "-aq", "--filter", f"name=^{CLOUD_PROVIDER_CONTAINER}$"], check=False).stdout.strip():
             _run(progress, ["docker", "rm", "-f", CLOUD_PROVIDER_CONTAINER], 120)
+    kindsetup_hooks.stop_relay(config.name)
     shutil.rmtree(state_dir(config), ignore_errors=True)
 
 
 def status(config: SuiteConfig) -> dict:
     """Whether the cluster exists, its nodes, what proxysuite recorded at creation, and the side containers."""
     out: dict = {"provider": "kind", "name": config.name, "state_dir": str(state_dir(config))}
+    kindsetup_hooks.before_prereqs()
     try:
         for tool in ("docker", "kind"):
             require_tool(tool)
@@ -575,8 +582,17 @@ class KindProvider(Provider):
     def status(self, config: SuiteConfig) -> dict:
         return status(config)
 
+    def janitor(self, progress: Progress = lambda _m: None, everything: bool = False) -> dict:
+        """The suite's own Docker engine (``proxysuite kind setup-engine``): what a dead one left; with
+        ``everything`` the running one too, with its containers, networks and images."""
+        from .kindsetup import engine
+
+        result = engine.janitor(progress, everything)
+        return result if result.get("engine") else {"skipped": self.janitor_note}
+
     def clusters(self) -> list[ClusterEntry]:
         """Every kind cluster on this Docker engine, with the mode proxysuite recorded when it made it."""
+        kindsetup_hooks.before_prereqs()
         for tool in ("docker", "kind"):
             require_tool(tool)
         docker_engine_version()

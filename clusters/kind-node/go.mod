@@ -1,0 +1,3 @@
+module proxysuite.kind/node
+
+go 1.26.0

@@ -1,0 +1,63 @@
+"""Snapshots of what nothing the suite starts may change on the machine: kernel settings, root-namespace
+addresses, routes and firewall. Taken before and after an engine's or a cluster's life and compared.
+
+A privileged kind node can write machine-wide sysctls (``kernel.*``, ``vm.*``, ``fs.*`` are not per network
+namespace): kubelet sets ``vm.overcommit_memory``, ``kernel.panic``, ``kernel.panic_on_oops``, and a node's
+``systemd-sysctl`` would apply its distribution's ``fs.protected_*`` values.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+
+VOLATILE = re.compile(
+    r"^(fs\.(dentry-state|file-nr|inode-nr|inode-state|aio-nr|quota\.)|kernel\.(random\.|ns_last_pid|pty\.nr)"
+    r"|net\.netfilter\.nf_conntrack_count|vm\.nr_|net\.ipv4\.tcp_mem|net\.ipv4\.udp_mem)")
+"""Counters and random values that change by themselves."""
+
+WATCHED = ("kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory", "fs.protected_regular",
+           "fs.protected_fifos", "fs.protected_hardlinks", "fs.protected_symlinks", "fs.file-max", "fs.nr_open")
+"""The settings kubelet, a node's systemd (fs.file-max, fs.nr_open) or its systemd-sysctl are known to write."""
+
+
+def sysctls() -> dict[str, str]:
+    """Every readable kernel setting of the calling namespace, minus counters (``sysctl -a``)."""
+    out = subprocess.run(["sysctl", "-a"], capture_output=True, text=True).stdout
+    values = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep and not VOLATILE.match(key):
+            values[key] = " ".join(value.split())
+    return values
+
+
+def _cmd(*argv: str) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else f"<{' '.join(argv)} failed: {proc.stderr.strip()}>"
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    sysctls: dict[str, str]
+    addresses: str
+    routes: str
+    links: str
+    firewall: str
+
+    @classmethod
+    def take(cls) -> "HostSnapshot":
+        fw = "\n".join(ln for ln in (_cmd("iptables-save") + _cmd("ip6tables-save")).splitlines()
+                       if not ln.startswith("#") and not ln.startswith(":"))
+        return cls(sysctls=sysctls(), addresses=_cmd("ip", "-br", "addr"), routes=_cmd("ip", "route", "show", "table", "all"),
+                   links=_cmd("ip", "-br", "link"), firewall=fw + _cmd("nft", "list", "ruleset"))
+
+    def changes(self, after: "HostSnapshot") -> list[str]:
+        """What differs, one line each (empty when the machine is as it was)."""
+        out = [f"sysctl {k}: {self.sysctls.get(k)!r} -> {after.sysctls.get(k)!r}"
+               for k in sorted(set(self.sysctls) | set(after.sysctls)) if self.sysctls.get(k) != after.sysctls.get(k)]
+        for name in ("addresses", "routes", "links", "firewall"):
+            if getattr(self, name) != getattr(after, name):
+                out.append(f"root namespace {name} changed")
+        return out
