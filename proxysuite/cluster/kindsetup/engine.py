@@ -212,7 +212,10 @@ def missing_capabilities() -> list[str]:
     """Capabilities the kernel knows but this process's bounding set lacks (what --privileged cannot get)."""
     names = CAPABILITY_NAMES
     with open("/proc/self/status") as fh:
-        bnd = int(re.search(r"^CapBnd:\s*([0-9a-f]+)", fh.read(), re.M).group(1), 16)
+        found = re.search(r"^CapBnd:\s*([0-9a-f]+)", fh.read(), re.M)
+    if found is None:
+        raise RuntimeError("/proc/self/status has no CapBnd line")
+    bnd = int(found.group(1), 16)
     try:
         last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     except OSError:

@@ -151,7 +151,7 @@ def stop_relay(cluster: str) -> None:
     """Stop the cluster's relay and wait until it is gone (its port must be free when this returns)."""
     info = _relay_info(cluster)
     pid = (info or {}).get("pid")
-    if _ours(pid):
+    if pid is not None and _ours(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
         while engine._pid_alive(pid) and time.monotonic() < deadline:

@@ -289,11 +289,11 @@ def prepare_node_rootfs(tree: Path, kind_dir: Path, bins: dict[str, Path], cni_r
     # containerd: this machine cannot lower oom_score_adj (no CAP_SYS_RESOURCE), so restrict it to raising.
     toml = tree / "etc/containerd/config.toml"
     toml.write_text(toml.read_text().replace("restrict_oom_score_adj = false", "restrict_oom_score_adj = true"))
-    for rel, target in KIND_LINKS.items():
-        link = tree / rel
+    for link_rel, points_to in KIND_LINKS.items():
+        link = tree / link_rel
         link.parent.mkdir(parents=True, exist_ok=True)
         link.unlink(missing_ok=True)
-        link.symlink_to(target)
+        link.symlink_to(points_to)
     # Privileged pods (kube-proxy) ask the node's runc for every capability; the node's bounding set lacks
     # what the machine's lacks. The same wrapper as the engine's sits where kind puts runc (first on PATH).
     wrapper = tree / "usr/local/sbin/runc"
