@@ -56,6 +56,7 @@ from typing import Callable
 
 from ...config import default_cache_root, default_state_root
 from ...errors import SuiteError
+from ..local import netns
 
 Progress = Callable[[str], None]
 
@@ -551,7 +552,7 @@ def clean_dead_engine(progress: Progress = print) -> None:
         return
     _stop_relays(lambda cluster: True)
     for ns in _our_namespaces():
-        for pid in _pids_in_netns(ns):
+        for pid in netns.pids_in(ns):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -577,23 +578,6 @@ def _our_namespaces() -> list[str]:
         return sorted(n for n in os.listdir("/var/run/netns") if n.startswith(NETNS_PREFIX))
     except FileNotFoundError:
         return []
-
-
-def _pids_in_netns(name: str) -> list[int]:
-    try:
-        target = os.stat(f"/var/run/netns/{name}")
-    except FileNotFoundError:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                st = os.stat(f"/proc/{entry}/ns/net")
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
-                pids.append(int(entry))
-    return pids
 
 
 def _purge_data(progress: Progress) -> None:
