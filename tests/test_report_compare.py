@@ -30,7 +30,7 @@ def test_outputs_exist(report):
 def test_markdown_table_has_measured_values_for_both_modes(report):
     md = (report / "summary.md").read_text()
     table = md.split("## Per-mode comparison (measured)")[1].split("##")[0]
-    assert "| iptables | nftables |" in table
+    assert "| iptables (nf_tables) | nftables |" in table  # the header names the iptables backend
     for row in ("Service lookup cost", "Rule sync time", "Network programming latency", "Proxy memory", "Proxy CPU", "Load through"):
         line = next(l for l in table.splitlines() if l.startswith(f"| {row}"))
         cells = [c.strip() for c in line.split("|")[2:-1]]

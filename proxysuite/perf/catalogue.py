@@ -41,6 +41,11 @@ LOAD = "load"
 """Locust through one Service from inside the client pod's network namespace."""
 TEARDOWN = "teardown"
 """Deleting the fleet at the end of the run."""
+MIN_SYNC_PHASE = "min_sync"
+"""Tuning sweep: kube-proxy restarted with each ``--min-sync-periods`` value, endpoint churn in the background,
+timed flips in the datapath, the proxy's CPU per change (largest scale only)."""
+CONNTRACK_PHASE = "conntrack"
+"""Conntrack table size against connection churn, where the node's namespace can set its own table size."""
 
 # --- where figures are shown -------------------------------------------------------------------------------------
 
@@ -175,9 +180,20 @@ PHASE_SKIPPED = Metric(
     "phase", "bool", "A phase that did not apply at this scale; the row's phase column names it and note says why "
     "(also in meta.json under phases).", ("skipped",), "one row per skipped phase and scale", (), (TABLE,))
 
+MIN_SYNC = Metric(
+    "min_sync", "ms", "minSyncPeriod sweep under endpoint churn, one set of figures per period (the row's "
+    "min_sync_period_s; configz_min_sync is what kube-proxy's /configz said it ran with): timed endpoint flips of one "
+    "Service while a background thread flips other Services at --churn-rate; the proxy's CPU (process + "
+    "iptables-restore/nft children) per API change, how many changes each sync carried.",
+    ("sample", "p50", "p90", "max", "changes", "syncs", "changes_per_sync", "sync_mean", "cpu_per_change", "cpu_cores"),
+    "samples kept; percentiles of the timed flips; counts and CPU as deltas of kube-proxy's metrics over the window",
+    (MIN_SYNC_PHASE,), (TABLE,),
+    {"changes": "count", "syncs": "count", "changes_per_sync": "ratio", "sync_mean": "s", "cpu_per_change": "ms",
+     "cpu_cores": "cores"})
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
     CREATE_FIG, RULESET, RESTART_FIG, SYNC, SYNC_FULL, SYNC_PARTIAL, NPL_METRIC, PROXY, RULES, FIRST_PACKET, NPL_DP,
-    NPL_ALL, NPL_READY, NPL_NOT_READY, NPL_CREATE, LOCUST, LOCUST_RESPONSE, TEARDOWN_FIG, PHASE_SKIPPED)}
+    NPL_ALL, NPL_READY, NPL_NOT_READY, NPL_CREATE, LOCUST, LOCUST_RESPONSE, TEARDOWN_FIG, PHASE_SKIPPED, MIN_SYNC)}
 """Every family by its frame name."""
 
 PHASES = {
@@ -187,6 +203,8 @@ PHASES = {
     FIRST_PACKET_PHASE: "new-connection handshakes through Services and straight to a pod",
     NPL: "programming latency of endpoint flips and Service creates (partial syncs)",
     LOAD: "Locust through one Service, paced then closed loop",
+    MIN_SYNC_PHASE: "minSyncPeriod sweep under endpoint churn (largest scale, --min-sync-periods)",
+    CONNTRACK_PHASE: "conntrack table size under connection churn (where the node's namespace can size its table)",
     TEARDOWN: "delete the fleet",
 }
 """Phase name → what it does, in sweep order."""

@@ -115,6 +115,8 @@ class RunRecorder:
         df["sample"] = df["sample"].astype("Int64")
         df["value"] = df["value"].astype("float64")
         df["estimate"] = df["estimate"].astype("boolean").fillna(False)
+        # The backend is a dimension of every iptables run: a column, so frames of both backends can be pooled.
+        df["iptables_backend"] = self.meta.get("iptables_backend") if self.mode == "iptables" else None
         extra = [c for c in df.columns if c not in COLUMNS]
         for c in ["metric", "stat", "unit", "kind", "target", "source", *extra]:
             if df[c].dtype == object or str(df[c].dtype).startswith("str"):
@@ -162,6 +164,10 @@ def load(paths: list[str | os.PathLike]) -> tuple[pd.DataFrame, dict[str, dict]]
             meta = json.loads(side.read_text()) if side.exists() else {}
         else:
             raise ValueError(f"{p}: expected a .parquet or .csv results file or a run directory")
+        if "iptables_backend" not in df.columns:
+            # Frames from before the column: the backend their metadata recorded (iptables --version).
+            df["iptables_backend"] = meta.get("iptables_backend") or iptables_backend(meta.get("iptables_version"))
+            df.loc[df["mode"] != "iptables", "iptables_backend"] = None
         frames.append(df)
         for rid in df["run_id"].dropna().unique():
             metas[str(rid)] = meta
@@ -188,6 +194,52 @@ def iptables_backend(version_line: str | None) -> str | None:
         return None
     m = re.search(r"\((nf_tables|legacy)\)", version_line)
     return m.group(1) if m else None
+
+
+BACKEND_PROBES = {"legacy": ["iptables-legacy-save", "-t", "nat"], "nf_tables": ["iptables-nft-save", "-t", "nat"]}
+"""Each backend's own dump in the node's namespace: where kube-proxy's chains are is the backend it used."""
+
+
+def backend_from_rules(dumps: dict[str, str | None]) -> str | None:
+    """``{"legacy": <iptables-legacy-save>, "nf_tables": <iptables-nft-save>}`` → the backend holding ``KUBE-SERVICES``.
+
+    ``both`` when each has it (a proxy that switched backends and left its old rules), None when neither
+    dump could be read or neither has the chain (no iptables proxy ran here).
+    """
+    have = [b for b, text in dumps.items() if text and re.search(r"^:KUBE-SERVICES ", text, re.M)]
+    return "both" if len(have) > 1 else (have[0] if have else None)
+
+
+def backend_from_tool(path: str | None) -> str | None:
+    """``/usr/sbin/xtables-legacy-multi`` → ``legacy``; ``…xtables-nft-multi`` → ``nf_tables``."""
+    if not path:
+        return None
+    name = os.path.basename(path)
+    return "legacy" if "legacy" in name else "nf_tables" if "nft" in name else None
+
+
+def detect_iptables_backend(cluster, node: str) -> dict:
+    """Which iptables backend the proxy on ``node`` uses, from what it runs and what it wrote.
+
+    ``iptables_backend_rules``: the backend whose nat table holds ``KUBE-SERVICES`` (node exec);
+    ``iptables_backend_exec``: what ``iptables`` resolves to on the proxy's own PATH (local provider);
+    ``iptables_backend``: the first of those known, else the node's ``iptables --version``, which on the local
+    provider is the host's tool and can differ from the proxy's (``--iptables-backend``);
+    ``iptables_backend_source`` says which one it came from.
+    """
+    out: dict = {"iptables_backend_rules": backend_from_rules({b: _node_cmd(cluster, node, argv) for b, argv in BACKEND_PROBES.items()})}
+    tool = getattr(cluster, "proxy_iptables_tool", None)
+    out["iptables_proxy_tool"] = tool(node) if tool else None
+    out["iptables_backend_exec"] = backend_from_tool(out["iptables_proxy_tool"])
+    version = iptables_backend(_node_cmd(cluster, node, ["iptables", "--version"]))
+    for source in ("rules", "exec"):
+        v = out[f"iptables_backend_{source}"]
+        if v:
+            out.update(iptables_backend=v, iptables_backend_source=source)
+            break
+    else:
+        out.update(iptables_backend=version, iptables_backend_source="iptables --version" if version else None)
+    return out
 
 
 def proxy_config(cluster, node: str) -> dict:
@@ -240,5 +292,7 @@ def collect_metadata(cluster=None, node: str | None = None, k8s_api=None) -> dic
         meta["node_cpus"] = _node_cmd(cluster, node, ["nproc"])
         meta["iptables_version"] = _node_cmd(cluster, node, ["iptables", "--version"])
         meta["iptables_backend"] = iptables_backend(meta["iptables_version"])
+        if (meta.get("proxy_mode_reported") or getattr(cluster, "mode", None)) == "iptables":
+            meta.update(detect_iptables_backend(cluster, node))
         meta["nft_version"] = _node_cmd(cluster, node, ["nft", "--version"])
     return meta

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..probes.engine import OK, ProbeRequest
+from ..probes.engine import OK, REFUSED, RESET, TIMEOUT, UNREACHABLE, ProbeRequest
 
 if TYPE_CHECKING:
     from .scale import FleetService
@@ -59,20 +59,49 @@ class Seen:
     probes: int
 
 
+GONE = (REFUSED, UNREACHABLE, RESET)
+"""Positive evidence that a Service lost its endpoints: kube-proxy REJECTs (RST / ICMP) a Service with none."""
+TIMEOUT_RUN = 20
+"""Consecutive 5 ms timeouts that count as "gone" (a proxy that DROPs): one timeout alone is a busy CPU, not a
+removed endpoint. Under endpoint churn a single SYN-ACK often takes > 5 ms, which used to read as the change."""
+
+
+class _Judge:
+    """Whether a probe shows ``want_ok``; for "gone", a refusal at once or a run of timeouts (stamped at its first)."""
+
+    def __init__(self, want_ok: bool):
+        self.want_ok, self.run_start, self.run = want_ok, None, 0
+
+    def __call__(self, o) -> float | None:
+        if self.want_ok:
+            return o.started if o.outcome == OK else None
+        if o.outcome in GONE:
+            return o.started
+        if o.outcome == TIMEOUT:
+            self.run_start = self.run_start if self.run else o.started
+            self.run += 1
+            return self.run_start if self.run >= TIMEOUT_RUN else None
+        self.run = 0
+        return None
+
+
 def wait_for_state(vantage, host: str, port: int, want_ok: bool, t_write: float, deadline_s: float = NPL_DEADLINE_S,
                    label: str = "npl") -> tuple[float, float, int]:
     """Probe until the datapath shows ``want_ok``; return (time seen, resolution, probes sent)."""
     probes = 0
     last_old = t_write
+    judge = _Judge(want_ok)
     end = time.time() + deadline_s
     while time.time() < end:
         obs = vantage.run([ProbeRequest(host, port, ask="connect", count=POLL_BATCH, interval=POLL_INTERVAL_S,
                                         timeout=POLL_TIMEOUT_S, label=label)])
         for o in obs:
             probes += 1
-            if (o.outcome == OK) == want_ok:
-                return o.started, o.started - max(last_old, t_write), probes
-            last_old = o.started
+            seen = judge(o)
+            if seen is not None:
+                return seen, seen - max(last_old, t_write), probes
+            if judge.run == 0:  # a probe inside a timeout run is not yet known to be the old state
+                last_old = o.started
     raise TimeoutError(f"{host}:{port} did not become {'reachable' if want_ok else 'unreachable'} over TCP "
                        f"within {deadline_s:.0f}s of the API write ({probes} probes)")
 
@@ -109,6 +138,7 @@ class Poller:
 
     def _run(self):
         prev_start, probes, end = None, 0, time.time() + self.deadline_s
+        judge = _Judge(self.want_ok)
         batch = POLL_BATCH // 5
         try:
             while time.time() < end:
@@ -119,10 +149,12 @@ class Poller:
                 for o in obs:
                     probes += 1
                     t_write = self.t_write
-                    if t_write is not None and o.started >= t_write and (o.outcome == OK) == self.want_ok:
-                        self.found = (o.started, o.started - max(prev_start or t_write, t_write), probes)
+                    seen = judge(o) if t_write is not None and o.started >= t_write else None
+                    if seen is not None:
+                        self.found = (seen, seen - max(prev_start or t_write, t_write), probes)
                         return
-                    prev_start = o.started
+                    if judge.run == 0:
+                        prev_start = o.started
             self.error = TimeoutError(f"{self.host}:{self.port} did not become {'reachable' if self.want_ok else 'unreachable'}"
                                       f" over TCP within {self.deadline_s:.0f}s of the API write ({probes} probes)")
         except BaseException as exc:  # noqa: BLE001 - handed to wait()

@@ -42,6 +42,19 @@ def parse_scales(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def parse_periods(text: str) -> tuple[float, ...]:
+    """``0,1s,5s,10s`` → (0.0, 1.0, 5.0, 10.0); ``500ms`` → 0.5; empty → () (the sweep is off)."""
+    out = []
+    for part in filter(None, (p.strip().lower() for p in text.split(","))):
+        try:
+            out.append(float(part[:-2]) / 1000 if part.endswith("ms") else float(part.removesuffix("s")))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"min-sync-periods {text!r}: give durations like 0,1s,5s,10s") from None
+    if any(v < 0 for v in out):
+        raise argparse.ArgumentTypeError(f"min-sync-periods {text!r}: durations are ≥ 0")
+    return tuple(out)
+
+
 def _rps(text: str) -> float | None:
     v = float(text)
     return v or None
@@ -86,6 +99,11 @@ class PerfOptions:
     load_max_seconds: float = field(default=5.0, metadata=opt("closed-loop Locust run after the paced one, seconds; 0 = skip"))
     """Closed-loop run after the paced one (0 = skip): the throughput ceiling, usually the generator's."""
     load_max_users: int = field(default=50, metadata=opt("Locust users of the closed-loop run"))
+    min_sync_periods: tuple[float, ...] = field(default=(), metadata=opt(
+        "minSyncPeriod values to sweep under endpoint churn at the largest scale, e.g. 0,1s,5s,10s (kube-proxy is "
+        "restarted with each, then with its default); empty = no sweep", type=parse_periods, shown_default="none"))
+    churn_rate: float = field(default=5.0, metadata=opt("background endpoint changes per second during the minSyncPeriod sweep"))
+    min_sync_flips: int = field(default=8, metadata=opt("endpoint flips timed in the datapath per minSyncPeriod value"))
     teardown: bool = field(default=True, metadata=opt(
         "leave the Services for the namespace deletion (use when the cluster is deleted right after)",
         flag="no-teardown", negate=True))
@@ -115,7 +133,7 @@ def options() -> list[Option]:
         shown = m["shown_default"] or (None if m["negate"] else str(f.default))
         help_ = m["help"] + (f" (default {shown})" if shown is not None else "")
         typ = m["type"] or (None if m["negate"] else type(f.default))
-        metavar = "LIST" if f.name == "scales" else {int: "N", float: "X"}.get(type(f.default), "X")
+        metavar = "LIST" if isinstance(f.default, tuple) else {int: "N", float: "X"}.get(type(f.default), "X")
         out.append(Option(f.name, m["flag"] or f.name.replace("_", "-"), help_, f.default, typ, m["negate"], metavar))
     return out
 

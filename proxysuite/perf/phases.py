@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -152,7 +152,7 @@ class Resources:
         return ctx.cluster.features().require("node_exec")
 
     def run(self, ctx: SweepContext) -> None:
-        argv = list(get_mode(ctx.mode).datapath.size)
+        argv = backend_tool(ctx, list(get_mode(ctx.mode).datapath.size))
         try:
             lines = len(ctx.cluster.node_exec(ctx.node, argv, timeout=300).splitlines())
         except Exception as exc:  # noqa: BLE001 - size is context; the run goes on and the frame says why it is missing
@@ -279,7 +279,165 @@ class Load:
                 ctx.add(C.LOCUST, "generator_bound_note", 1, target=kind, note=res.summary["generator_bound_reason"])
 
 
-PHASES: tuple[Phase, ...] = (Create(), Resources(), Restart(), FirstPacket(), ProgrammingLatency(), Load())
+class Churn:
+    """Flip the readiness of Services other than the probed one at ``rate`` per second, in a thread."""
+
+    def __init__(self, fleet: ServiceFleet, services: list, rate: float):
+        import threading
+
+        self.fleet, self.services, self.rate = fleet, services, rate
+        self.changes, self.errors, self.restored = 0, 0, 0
+        self.ready = {s.name: True for s in services}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="churn", daemon=True)
+
+    def _run(self) -> None:
+        ready = self.ready
+        i, t_next = 0, time.monotonic()
+        while not self._stop.is_set():
+            svc = self.services[i % len(self.services)]
+            i += 1
+            ready[svc.name] = not ready[svc.name]
+            try:
+                self.fleet.set_ready(svc, ready[svc.name], trigger=time.time())
+                self.changes += 1
+            except Exception:  # noqa: BLE001 - an API hiccup is one change fewer, counted, not a failed sweep
+                self.errors += 1
+            t_next += 1 / self.rate
+            self._stop.wait(max(0.0, t_next - time.monotonic()))
+
+    def __enter__(self) -> "Churn":
+        if self.rate > 0 and self.services:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for svc in self.services:  # leave the fleet as it was: every endpoint ready (these writes count as changes)
+            if not self.ready[svc.name]:
+                self.fleet.set_ready(svc, True)
+                self.ready[svc.name] = True
+                self.restored += 1
+
+
+MIN_SYNC_FLAG = {"iptables": "iptables-min-sync-period", "nftables": "iptables-min-sync-period"}
+"""kube-proxy 1.37 reads minSyncPeriod for both proxiers from the iptables flag (its /configz shows the effect)."""
+
+
+class MinSyncSweep:
+    """kube-proxy restarted with each minSyncPeriod; endpoint churn in the background; flips timed; CPU per change.
+
+    Sequential timed flips alone would never share a sync; the churn (other Services flipping at
+    ``--churn-rate``) is what minSyncPeriod batches, so CPU per change and changes per sync show what
+    a longer period buys, and the timed flips what it costs in programming latency.
+    """
+
+    name = C.MIN_SYNC_PHASE
+
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
+        if not ctx.opts.min_sync_periods:
+            return False, "turned off (pass --min-sync-periods 0,1s,5s,10s to sweep)"
+        if ctx.scale != max(ctx.opts.scales):
+            return False, f"runs at the sweep's largest scale only ({max(ctx.opts.scales):,})"
+        if ctx.mode not in MIN_SYNC_FLAG:
+            return False, f"minSyncPeriod is a kube-proxy iptables/nftables setting, not one of mode {ctx.mode}"
+        if not hasattr(ctx.cluster, "restart_proxy_with"):
+            return False, f"the {ctx.cluster.provider} provider cannot restart kube-proxy with other flags"
+        return ALWAYS
+
+    def run(self, ctx: SweepContext) -> None:
+        from .frames import proxy_config
+
+        flag = MIN_SYNC_FLAG[ctx.mode]
+        probe, others = ctx.fleet.services[0], ctx.fleet.services[1:]
+        try:
+            for period in ctx.opts.min_sync_periods:
+                t_restart = time.time()
+                cast(Any, ctx.cluster).restart_proxy_with(ctx.node, {flag: f"{period:g}s"})  # checked in applies
+                wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress)
+                latency.wait_for_state(ctx.client, ctx.fleet.services[-1].cluster_ip, 80, True, time.time(), deadline_s=300)
+                cfg = proxy_config(ctx.cluster, ctx.node)
+                effective = (cfg.get("minSyncPeriod") or (cfg.get(ctx.mode) or {}).get("minSyncPeriod")
+                             or (cfg.get("iptables") or {}).get("minSyncPeriod"))
+                time.sleep(max(2.0, period + 1))  # the start-up syncs must not land in the window
+                m0 = ctx.scrape()
+                with Churn(ctx.fleet, others, ctx.opts.churn_rate) as churn:
+                    flips = latency.programming_latency(ctx.fleet, probe, ctx.client, changes=ctx.opts.min_sync_flips,
+                                                        gap_s=1.2)
+                # programming_latency writes once to start from ready, once per flip, once more to end ready
+                changes = churn.changes + churn.restored + 1 + len(flips) + len(flips) % 2
+                time.sleep(period + 1.5)  # the last batch's sync, into the histogram
+                m1 = ctx.scrape()
+                self._record(ctx, period, str(effective), flips, changes, metrics.Delta(m0, m1))
+        finally:
+            t_restart = time.time()
+            cast(Any, ctx.cluster).restart_proxy_with(ctx.node, {flag: None})
+            wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress)
+            latency.wait_for_state(ctx.client, ctx.fleet.services[-1].cluster_ip, 80, True, time.time(), deadline_s=300)
+
+    def _record(self, ctx: SweepContext, period: float, effective: str, flips: list[dict], changes: int,
+                d: metrics.Delta) -> None:
+        tag = dict(min_sync_period_s=period, configz_min_sync=effective, target=f"{period:g}s")
+        lat = np.array([r["latency_s"] for r in flips]) * 1000
+        for i, v in enumerate(lat):
+            ctx.rec.record_sample(C.MIN_SYNC, v, i, scale=ctx.scale, phase=ctx.phase,
+                                  resolution_ms=flips[i]["resolution_s"] * 1000, **tag)
+        for q in (50, 90):
+            ctx.add(C.MIN_SYNC, f"p{q}", float(np.percentile(lat, q)), source="datapath", **tag)
+        ctx.add(C.MIN_SYNC, "max", float(lat.max()), source="datapath", **tag)
+        h = d.histogram(metrics.SYNC, ip_family="IPv4") or d.histogram(metrics.SYNC)
+        syncs = h.count if h else 0
+        cpu = (d.counter(metrics.CPU) or 0) + (d.counter(metrics.CHILD_CPU + "_total") or 0)
+        ctx.add(C.MIN_SYNC, "changes", changes, source="API writes in the window (churn + timed flips + their restores)", **tag)
+        ctx.add(C.MIN_SYNC, "syncs", syncs, source=metrics.SYNC, **tag)
+        if h is not None and syncs:
+            ctx.add(C.MIN_SYNC, "changes_per_sync", changes / syncs, **tag)
+            ctx.add(C.MIN_SYNC, "sync_mean", h.mean, source=metrics.SYNC, **tag)
+        ctx.add(C.MIN_SYNC, "cpu_per_change", cpu / changes * 1000, source="process + children CPU / changes", **tag)
+        if d.seconds > 0:
+            ctx.add(C.MIN_SYNC, "cpu_cores", cpu / d.seconds, **tag)
+        ctx.say(f"min_sync {period:g}s (configz {effective}): flips p50 {np.median(lat):.0f} ms, max {lat.max():.0f} ms; "
+                f"{changes} changes in {syncs:.0f} syncs; {cpu / changes * 1000:.1f} CPU-ms per change")
+
+
+CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
+
+
+def conntrack_max_settable(cluster, node: str) -> tuple[bool, str]:
+    """Can the node's network namespace size its own conntrack table? (ok, why not), read without writing anything.
+
+    On kernels where ``nf_conntrack_max`` is global, the file is read-only (mode 0444) in every namespace but the
+    host's: the only way to change the table size is a host sysctl, which the suite never touches.
+    """
+    try:
+        mode = cluster.node_exec(node, ["stat", "-c", "%a", CONNTRACK_MAX], timeout=15).strip()
+        value = cluster.node_exec(node, ["cat", CONNTRACK_MAX], timeout=15).strip()
+        kernel = cluster.node_exec(node, ["uname", "-r"], timeout=15).strip()
+    except Exception as exc:  # noqa: BLE001
+        return False, f"cannot read {CONNTRACK_MAX} in node {node}'s namespace: {exc}"
+    if not int(mode, 8) & 0o222:
+        return False, (f"net.netfilter.nf_conntrack_max is global on kernel {kernel}: read-only (mode {mode}) in the "
+                       f"node's network namespace, shared with the host ({value}); sizing the table would change the "
+                       "host's sysctl, which the suite never does")
+    return False, (f"net.netfilter.nf_conntrack_max is writable in the node's namespace on kernel {kernel}, but the "
+                   "table-fill sweep is not built yet (issue 14); nothing was measured")
+
+
+class Conntrack:
+    name = C.CONNTRACK_PHASE
+
+    def applies(self, ctx: SweepContext) -> tuple[bool, str]:
+        ok, why = ctx.cluster.features().require("node_exec")
+        return conntrack_max_settable(ctx.cluster, ctx.node) if ok else (ok, why)
+
+    def run(self, ctx: SweepContext) -> None:
+        raise PhaseSkipped("no conntrack sweep runs where the table size cannot be set per namespace")
+
+
+PHASES: tuple[Phase, ...] = (Create(), Resources(), Restart(), FirstPacket(), ProgrammingLatency(), Load(), MinSyncSweep(),
+                             Conntrack())
 """The phases of every scale, in order (see the module docstring for why this order)."""
 
 
@@ -298,12 +456,22 @@ def record_first_packet(ctx: SweepContext, fp: dict, positions: dict, chain_len,
         ctx.add(C.FIRST_PACKET, "slope_per_rule", slope, r2=r2, source="median vs KUBE-SERVICES position")
 
 
+def backend_tool(ctx: SweepContext, argv: list[str]) -> list[str]:
+    """``iptables-save …`` as the proxy's backend spells it: the node's own ``iptables-save`` may be the other backend
+    (``--iptables-backend``), whose tables hold none of kube-proxy's rules."""
+    backend = ctx.rec.meta.get("iptables_backend")
+    if argv and argv[0].startswith("iptables") and backend in ("legacy", "nf_tables"):
+        base, _, verb = argv[0].partition("-")
+        return [f"{base}-{'legacy' if backend == 'legacy' else 'nft'}" + (f"-{verb}" if verb else ""), *argv[1:]]
+    return argv
+
+
 def chain_order(ctx: SweepContext) -> tuple[list[str], int | None]:
     """Our Services in ``KUBE-SERVICES`` order and the chain's length (iptables with node exec; else ([], None))."""
     if ctx.mode != "iptables" or not ctx.cluster.features().node_exec:
         return [], None
     try:
-        text = ctx.cluster.node_exec(ctx.node, ["iptables-save", "-t", "nat"], timeout=120)
+        text = ctx.cluster.node_exec(ctx.node, backend_tool(ctx, ["iptables-save", "-t", "nat"]), timeout=120)
     except Exception:  # noqa: BLE001 - the targets fall back to creation order, and positions stay empty
         return [], None
     order, total = latency.kube_services_order(text)

@@ -22,6 +22,8 @@ from ..runscope import namespace_labels, namespace_name
 from ..runscope import progress as _progress
 from ..signals import sigterm_as_interrupt
 from . import options as perf_options
+from . import slo
+from .slo import EXIT_SLO
 from .options import parse_scales  # noqa: F401 - re-exported for callers of perf.run.parse_scales
 
 
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(f"--{opt.name}", type=opt.type, default=opt.default, help=opt.help)
     perf_options.add_arguments(p.add_argument_group("sweep"))
+    p.add_argument("--slo", metavar="FILE", help="YAML objectives (metric, scale, percentile or stat, bound) checked on the "
+                   f"run's frame after it is saved; exit {EXIT_SLO} with a table when one is not met (docs/perf.md#slos)")
     return p
 
 
@@ -59,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
     from ..cluster import get_provider
+
+    if a.slo:
+        slo.load(a.slo)  # a bad SLO file fails before a cluster comes up, not after an hour of sweep
 
     cfg = SuiteConfig.from_mapping({o.name: getattr(a, o.name.replace("-", "_")) for o in OPTIONS})
     sigterm_as_interrupt()
@@ -91,6 +98,8 @@ def _sweep(a: argparse.Namespace, cfg: SuiteConfig, cluster) -> int:
         paths = rec.save(cfg.reports_dir)
         _progress(f"perf: results in {paths['parquet'].parent}")
         print(paths["parquet"].parent)
+        if a.slo:
+            return slo.enforce(rec.frame(), a.slo, say=_progress)
     finally:
         delete_namespace(k8s, ns)
         k8s.close()

@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from ..perf import catalogue as C  # noqa: E402
 from . import anchors, tables  # noqa: E402
 
-MODE_COLORS = {"iptables": "#d62728", "nftables": "#1f77b4", "ipvs": "#2ca02c", "cilium": "#9467bd", "custom": "#8c564b"}
+MODE_COLORS = {"iptables": "#d62728", "iptables-legacy": "#ff7f0e", "nftables": "#1f77b4", "ipvs": "#2ca02c", "cilium": "#9467bd", "custom": "#8c564b"}
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
                      "figure.dpi": 100, "savefig.bbox": "tight"})
 

@@ -10,7 +10,8 @@ mode is compared; older runs feed the trend chart. Writes into ``--out``:
 * ``charts/*.png`` — the same charts as files;
 * ``baseline.csv`` — every compared figure, when ``--baseline`` is given.
 
-Exit status: 0, or 3 with ``--fail-on-regression`` when a figure regressed beyond the tolerance.
+Exit status: 0, or 3 with ``--fail-on-regression`` when a figure regressed beyond the tolerance, or 4 with
+``--slo FILE`` when an objective is not met (``perf.slo``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..perf import catalogue as C
+from ..perf import slo as slo_mod
 from ..perf.frames import load
-from . import anchors, charts, tables
+from . import advisor, anchors, charts, tables
 
 DEFAULT_TOLERANCE = 0.25
 """A figure regresses when it is more than 25 % worse than the baseline (and beyond its noise floor).
@@ -280,12 +282,15 @@ def _df_rows(t: pd.DataFrame, fmt=None) -> tuple[list[str], list[list[str]]]:
 SLOPE_FMT = {"ns_per_rule": lambda v: f"{v:.1f}", "r2": lambda v: "–" if v is None or pd.isna(v) else f"{v:.2f}"}
 
 META_FIELDS = ("kubernetes_version", "proxy_mode_reported", "proxy_minSyncPeriod", "proxy_syncPeriod", "node_kernel", "node_cpus",
-               "iptables_version", "iptables_backend", "nft_version", "generator_cpus", "scales", "endpoints_per_service")
+               "iptables_version", "iptables_backend", "iptables_backend_source", "nft_version", "generator_cpus", "scales", "endpoints_per_service")
 
 
 def build(results: list[str | os.PathLike], out: Path, baseline: list[str | os.PathLike] | None = None, tolerance: float = DEFAULT_TOLERANCE,
-          title: str = "proxysuite: Service proxy modes compared") -> dict:
+          title: str = "proxysuite: Service proxy modes compared", slo: str | os.PathLike | None = None,
+          migration: str | os.PathLike | None = None) -> dict:
+    objectives = slo_mod.load(slo) if slo else None
     all_df, metas = load(results)
+    all_df = tables.split_iptables_backend(all_df)
     all_df.attrs["metas"] = metas
     df = tables.latest_runs(all_df)
     df.attrs["metas"] = {k: v for k, v in metas.items() if k in set(df["run_id"])}
@@ -322,6 +327,10 @@ def build(results: list[str | os.PathLike], out: Path, baseline: list[str | os.P
         rendered.append((key, name, svg, caption))
 
     header, rows = comparison_table(df)
+    header = [tables.series_header(df, h) for h in header]
+    advice = advisor.markdown(all_df)
+    min_sync = tables.min_sync_table(df)
+    slo_result = slo_mod.check(df, objectives) if objectives else None
     slope_text, slope_table = slope_section(df)
     bound = df[(df["metric"] == C.LOCUST.name) & (df["stat"] == "generator_bound") & (df["value"] > 0)]
     notes = df[(df["metric"] == C.LOCUST.name) & (df["stat"] == "generator_bound_note")] if "note" in df.columns else df.iloc[0:0]
@@ -346,7 +355,12 @@ def build(results: list[str | os.PathLike], out: Path, baseline: list[str | os.P
     md = [f"# {title}", "",
           "Runs: " + ", ".join(f"{r['mode']} `{r['run_id']}` ({r['started']:%Y-%m-%d %H:%M} UTC)" for _, r in runs.iterrows()), "",
           "## Per-mode comparison (measured)", "", _md_table(header, rows), "",
-          "## First-packet slope beside KEP-3866", "", slope_text, ""]
+          "## Mode advisor: where each mode crosses the decision thresholds", "", advice, ""]
+    if not min_sync.empty:
+        md += ["## Tuning: minSyncPeriod under endpoint churn", "", MIN_SYNC_TEXT, "", _md_table(*_df_rows(min_sync)), ""]
+    if slo_result is not None:
+        md += [f"## SLOs ({slo})", "", slo_mod.table(slo_result), ""]
+    md += ["## First-packet slope beside KEP-3866", "", slope_text, ""]
     if not slope_table.empty:
         md += [_md_table(*_df_rows(slope_table, SLOPE_FMT)), ""]
     if len(bound):
@@ -364,6 +378,11 @@ def build(results: list[str | os.PathLike], out: Path, baseline: list[str | os.P
         if len(bad):
             md += [_md_table(*_df_rows(bad[["mode", "scale", "key", "value_baseline", "value", "change"]],
                                        {"change": lambda v: f"{v:+.0%}"})), ""]
+    if migration:
+        from ..migration import report as migration_report
+
+        mig_header, mig_rows = migration_report.summary_table(migration)
+        md += ["## Live mode migration", "", migration_report.SECTION_NOTE, "", _md_table(mig_header, mig_rows), ""]
     md += ["## Run metadata", "", _md_table(["run", *META_FIELDS],
                                            [[rid, *[str(m.get(f, "–")) for f in META_FIELDS]] for rid, m in df.attrs["metas"].items()]), ""]
     (out / "summary.md").write_text("\n".join(md))
@@ -376,7 +395,13 @@ def build(results: list[str | os.PathLike], out: Path, baseline: list[str | os.P
            ".warn{background:#fff3cd;border:1px solid #e0c36a;padding:.5em 1em}")
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {len(all_df['run_id'].unique())} run(s).</p>",
-            "<h2>Per-mode comparison (measured)</h2>", _html_table(header, rows)]
+            "<h2>Per-mode comparison (measured)</h2>", _html_table(header, rows),
+            "<h2>Mode advisor</h2>", _md_block_html(advice)]
+    if not min_sync.empty:
+        body += ["<h2>Tuning: minSyncPeriod under endpoint churn</h2>", f"<p>{_md_inline(MIN_SYNC_TEXT)}</p>",
+                 _html_table(*_df_rows(min_sync))]
+    if slo_result is not None:
+        body += ["<h2>SLOs</h2>", _md_block_html(slo_mod.table(slo_result))]
     for _, r in bound.iterrows():
         note = note_for(r)
         body.append(f"<p class='warn' data-flag='generator-bound'>Generator-bound: {html.escape(r['mode'])} at "
@@ -395,13 +420,36 @@ def build(results: list[str | os.PathLike], out: Path, baseline: list[str | os.P
             h, rr = _df_rows(regress[["mode", "scale", "key", "value_baseline", "value", "change", "regression"]],
                              {"change": lambda v: f"{v:+.0%}"})
             body.append(_html_table(h, rr).replace("<td>True</td>", "<td class='bad'>REGRESSION</td>").replace("<td>False</td>", "<td>ok</td>"))
+    if migration:
+        body += ["<h2>Live mode migration</h2>", f"<p>{html.escape(migration_report.SECTION_NOTE)}</p>", _html_table(mig_header, mig_rows)]
     body.append("<h2>Run metadata</h2>")
     body.append(_html_table(["run", *META_FIELDS], [[rid, *[str(m.get(f, "–")) for f in META_FIELDS]] for rid, m in df.attrs["metas"].items()]))
     doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{css}</style></head><body>{''.join(body)}</body></html>")
     (out / "compare-modes.html").write_text(doc, encoding="utf-8")
     return {"html": out / "compare-modes.html", "markdown": out / "summary.md", "charts": [k for k, *_ in rendered],
-            "regressions": int(regress["regression"].sum()) if regress is not None else 0}
+            "regressions": int(regress["regression"].sum()) if regress is not None else 0,
+            "slo": slo_result}
+
+
+MIN_SYNC_TEXT = ("kube-proxy restarted with each minSyncPeriod at the run's largest scale; a background thread flips other "
+                 "Services' endpoints at a fixed rate while one Service's flips are timed in the datapath. CPU per change is "
+                 "kube-proxy's process plus its iptables-restore / nft children over the window, divided by every API change in it.")
+
+
+def _md_block_html(text: str) -> str:
+    """Paragraphs, ### headings and pipe tables of the advisor / SLO Markdown, as HTML."""
+    out = []
+    for block in text.split("\n\n"):
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith("|"):
+            cells = [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines if not ln.startswith("|---")]
+            out.append(_html_table(cells[0], cells[1:]))
+        elif block.startswith("### "):
+            out.append(f"<h3>{html.escape(block[4:])}</h3>")
+        elif block.strip():
+            out.append(f"<p>{_md_inline(block)}</p>")
+    return "".join(out)
 
 
 def _md_inline(text: str) -> str:
@@ -420,13 +468,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="relative regression tolerance (default 0.25)")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 3 when any figure regressed")
     p.add_argument("--title", default="proxysuite: Service proxy modes compared")
+    p.add_argument("--slo", metavar="FILE", help="YAML objectives (metric, scale, percentile or stat, bound) checked on the "
+                   f"newest run of each mode; exit {slo_mod.EXIT_SLO} with a table when one is not met")
+    p.add_argument("--migration", default=None, metavar="CSV",
+                   help="add a live-migration section from suites/migration's windows.csv (e.g. reports/migration/windows.csv)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["compare-modes"]:  # `proxysuite report compare-modes ...` hands us the subcommand too
         argv = argv[1:]
     a = p.parse_args(argv)
-    res = build(a.results, Path(a.out), a.baseline, a.tolerance, a.title)
+    if a.migration and not Path(a.migration).is_file():
+        print(f"proxysuite report compare-modes: --migration {a.migration}: no such file (run pytest suites/migration -m migration first)",
+              file=sys.stderr)
+        return 2
+    res = build(a.results, Path(a.out), a.baseline, a.tolerance, a.title, slo=a.slo, migration=a.migration)
     print(f"report: {res['html']} ({len(res['charts'])} charts: {', '.join(res['charts'])}); summary: {res['markdown']}"
           + (f"; {res['regressions']} regression(s) against the baseline" if a.baseline else ""))
+    if res["slo"] is not None:
+        bad = int((~res["slo"]["ok"]).sum())
+        print(f"SLOs from {a.slo}: {len(res['slo']) - bad} met, {bad} not met\n{slo_mod.table(res['slo'])}")
+        if bad:
+            return slo_mod.EXIT_SLO
     return 3 if a.fail_on_regression and res["regressions"] else 0
 
 

@@ -216,3 +216,47 @@ def trend(df: pd.DataFrame) -> pd.DataFrame:
             rows.append({"run_id": run_id, "mode": r["mode"], "started": g["started"].iloc[0], "scale": r["scale"],
                          "key": r["key"], "value": r["value"]})
     return pd.DataFrame(rows)
+
+
+# --- the iptables backend and the tuning sweep ------------------------------------------------------------------
+
+LEGACY_SERIES = "iptables-legacy"
+"""The report's series for iptables runs whose kube-proxy used the legacy backend; nf_tables runs stay ``iptables``
+(the default on current distributions, and the name every older run and chart already uses)."""
+
+
+def split_iptables_backend(df: pd.DataFrame) -> pd.DataFrame:
+    """Give legacy-backend iptables runs their own series, so the report never pools the two backends."""
+    if "iptables_backend" not in df.columns:
+        return df
+    df = df.copy()
+    legacy = (df["mode"] == "iptables") & (df["iptables_backend"] == "legacy").fillna(False)
+    df["mode"] = df["mode"].astype("object").where(~legacy, LEGACY_SERIES)
+    return df
+
+
+def series_header(df: pd.DataFrame, mode: str) -> str:
+    """A column header that names the backend: ``iptables (nf_tables)``, ``iptables-legacy``."""
+    if mode != "iptables" or "iptables_backend" not in df.columns:
+        return mode
+    b = df[df["mode"] == "iptables"]["iptables_backend"].dropna().unique()
+    return f"iptables ({b[0]})" if len(b) == 1 else mode
+
+
+def min_sync_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The minSyncPeriod sweep: one row per series and period (``min_sync`` rows)."""
+    s = df[(df["metric"] == C.MIN_SYNC.name) & (df["kind"] == "summary")]
+    if s.empty or "min_sync_period_s" not in s.columns:
+        return pd.DataFrame()
+    rows = []
+    for (mode, scale, period), g in s.groupby(["mode", "scale", "min_sync_period_s"]):
+        v = dict(zip(g["stat"], g["value"]))
+        cfg = g["configz_min_sync"].dropna().iloc[0] if "configz_min_sync" in g and g["configz_min_sync"].notna().any() else "–"
+        rows.append({"series": mode, "Services": f"{int(scale):,}", "minSyncPeriod": f"{period:g} s", "configz": cfg,
+                     "flip p50": f"{v.get('p50', float('nan')):.0f} ms", "flip p90": f"{v.get('p90', float('nan')):.0f} ms",
+                     "flip max": f"{v.get('max', float('nan')):.0f} ms", "changes": f"{v.get('changes', 0):.0f}",
+                     "syncs": f"{v.get('syncs', 0):.0f}", "changes/sync": f"{v.get('changes_per_sync', float('nan')):.1f}",
+                     "sync mean": f"{v.get('sync_mean', float('nan')) * 1000:.0f} ms",
+                     "CPU per change": f"{v.get('cpu_per_change', float('nan')):.1f} ms",
+                     "proxy CPU": f"{v.get('cpu_cores', float('nan')) * 100:.0f} %"})
+    return pd.DataFrame(rows)
