@@ -205,7 +205,7 @@ def kind_images(mode: str, k8s_version: str = "v1.37.2", proxy_manifest: str | N
     """A kind run of ``mode``: the node image, pod images, cloud-provider-kind and the reaper, Cilium's, the manifest's."""
     out = [ImageRef(kind_node_image(k8s_version), f"kind node image (kind {KIND_VERSION}; carries kube-proxy, CoreDNS, kindnet)"),
            *pod_images(),
-           ImageRef(cloud_provider_kind_image(), "cloud-provider-kind: LoadBalancer Services"),
+           ImageRef(cloud_provider_kind_image(), "cloud-provider-kind: LoadBalancer Services (only with PROXYSUITE_KIND_LB=cloud-provider-kind)"),
            ImageRef(CLOUD_PROVIDER_KIND_ENVOY_IMAGE, "started by cloud-provider-kind for each LoadBalancer"),
            ImageRef(ryuk_image(), "testcontainers reaper for the external client container")]
     if mode == "cilium":

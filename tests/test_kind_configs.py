@@ -100,6 +100,20 @@ def test_rendered_configs_stay_valid(validator, mode, workers):
     assert load(mode)["networking"] == doc["networking"]
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_workers_alternate_between_two_zones(mode, workers):
+    from proxysuite.cluster import zones
+
+    cfg = SuiteConfig(provider="kind", mode=mode, nodes=workers, cluster_name="ps-test",
+                      proxy_manifest="x.yaml" if mode == "custom" else None)
+    doc = kind.render_config(cfg, images.KIND_NODE_IMAGES["1.37"])
+    labels = [n.get("labels") or {} for n in doc["nodes"] if n["role"] == "worker"]
+    assert [lab.get(zones.ZONE_LABEL) for lab in labels] == [zones.zone_for(i) for i in range(1, workers + 1)]
+    assert {lab.get(zones.REGION_LABEL) for lab in labels} == {zones.REGION}
+    assert "labels" not in doc["nodes"][0], "the control plane is in no zone: workers only carry Services' endpoints"
+
+
 def test_render_drops_the_ipvs_gate_for_images_that_predate_it(validator):
     cfg = SuiteConfig(provider="kind", mode="ipvs")
     assert kind.render_config(cfg, images.KIND_NODE_IMAGES["1.37"])["featureGates"] == {"KubeProxyIPVS": True}
@@ -145,7 +159,7 @@ def test_cilium_default_is_full_kpr_with_socket_lb():
     v = merged_values("default")
     assert v["kubeProxyReplacement"] is True
     assert v["socketLB"]["enabled"] is True
-    assert v["loadBalancer"] == {"algorithm": "random", "mode": "snat"}
+    assert v["loadBalancer"] == {"algorithm": "random", "mode": "snat", "serviceTopology": True}
     assert "k8sServiceHost" not in v, "the provider sets k8sServiceHost per cluster name"
 
 

@@ -88,7 +88,8 @@ def tools(tmp_path, monkeypatch) -> Tools:
     # so that a developer machine with Docker does not start a real container from these tests.
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/proxysuite-test/docker.sock")
     for name in ("PROXYSUITE_KIND_NODE_IMAGE", "PROXYSUITE_CILIUM_VARIANT", "PROXYSUITE_CILIUM_VERSION", "PROXYSUITE_CLIENT_IMAGE",
-                 "PROXYSUITE_CLOUD_PROVIDER_KIND_IMAGE", "PROXYSUITE_KIND_CONFIGS", "PROXYSUITE_VANTAGE_TRANSPORT"):
+                 "PROXYSUITE_CLOUD_PROVIDER_KIND_IMAGE", "PROXYSUITE_KIND_CONFIGS", "PROXYSUITE_VANTAGE_TRANSPORT",
+                 "PROXYSUITE_KIND_LB"):
         monkeypatch.delenv(name, raising=False)
     return t
 
@@ -117,6 +118,13 @@ CPK_START = [["docker", "rm", "-f", "proxysuite-cloud-provider-kind"],
               images.CLOUD_PROVIDER_KIND_IMAGE]]
 
 
+def side(sd: Path) -> list[list[str]]:
+    """What start_side_containers runs before the external client: the kind network (LB pool) and the cluster's
+    ranges (guard routes); the suite's own LB controller then needs the external client, which these tests lack."""
+    return [["docker", "network", "inspect", "kind"], kc(sd, "get", "configmap", "-n", "kube-system", "kubeadm-config", "-o", "json"),
+            ["kind", "get", "nodes", "--name", "ps-t"]]
+
+
 # --- the commands of a bring-up --------------------------------------------------------------------
 
 def test_up_iptables_runs_exactly_these_commands(tools):
@@ -131,8 +139,7 @@ def test_up_iptables_runs_exactly_these_commands(tools):
         kc(sd, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=300s"),
         kc(sd, "-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=300s"),
         kc(sd, "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=300s"),
-        CPK,
-        *CPK_START,
+        *side(sd),
     ]
     # the config kind was given is the mode's file, rendered: valid v1alpha4, 1 + 2 nodes, pinned image
     rendered = yaml.safe_load((sd / "kind-config.yaml").read_text())
@@ -144,11 +151,16 @@ def test_up_iptables_runs_exactly_these_commands(tools):
     assert any("using v1.37.0" in m for m in messages)
     # the record that makes a later reuse safe
     assert json.loads((sd / "cluster.json").read_text())["mode"] == "iptables"
-    # LoadBalancer came up; the external client could not (no engine behind DOCKER_HOST) and features say why
+    # the external client could not start (no engine behind DOCKER_HOST), so neither could the LB routed from it;
+    # features say why
     feats = cluster.features()
-    assert feats.load_balancer and feats.node_exec and feats.proxy_restart
+    assert feats.node_exec and feats.proxy_restart and feats.lb_via_proxy
     ok, reason = feats.require("external_client")
     assert not ok and reason.startswith("the external client container did not start:")
+    ok, lb_reason = feats.require("load_balancer")
+    assert not ok and "routed from the external client" in lb_reason
+    ok, eip_reason = feats.require("external_ips")
+    assert not ok and "routed from the external client, which did not start" in eip_reason and cluster.external_ip_cidr is None
     # the one convention for "not available": the method raises Unsupported with the same reason
     with pytest.raises(Unsupported) as missing:
         cluster.external_vantage()
@@ -173,7 +185,7 @@ def test_up_cilium_installs_with_helm_from_the_values_files(tools, monkeypatch, 
         kc(sd, "-n", "kube-system", "exec", "daemonset/cilium", "-c", "cilium-agent", "--", "cilium-dbg", "status", "--verbose"),
         kc(sd, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=300s"),
         kc(sd, "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=300s"),
-        CPK,
+        *side(sd)[:1],
     ]
     rendered = yaml.safe_load((sd / "kind-config.yaml").read_text())
     assert rendered["networking"] == {"disableDefaultCNI": True, "kubeProxyMode": "none", "podSubnet": "10.244.0.0/16",
@@ -213,6 +225,25 @@ def test_up_custom_applies_the_manifest_and_waits_for_its_daemonsets(tools, tmp_
     assert images.manifest_images(str(manifest))[0].ref == "example.org/myproxy:1.0"
 
 
+def test_cloud_provider_kind_is_an_opt_in_whose_lb_rows_are_marked(tools, monkeypatch):
+    monkeypatch.setenv("PROXYSUITE_KIND_LB", "cloud-provider-kind")
+    tools.script(engine_ok_rules())
+    cluster = kind.up(cfg(), progress=lambda m: None)
+    sd = tools.state / "kind" / "ps-t"
+    assert tools.commands()[6:] == [*side(sd), CPK, *CPK_START]
+    feats = cluster.features()
+    assert feats.load_balancer and not feats.lb_via_proxy
+    assert "Envoy that forwards to NodePorts" in feats.require("lb_via_proxy")[1]
+    tools.clear()
+    tools.script(engine_ok_rules() + [{"tool": "kind", "match": ["get", "clusters"], "stdout": "ps-t\n"},
+                                      {"tool": "docker", "match": ["ps", "-q"], "stdout": "f00dcafe\n"}])
+    kind.up(cfg(), progress=lambda m: None)
+    assert CPK in tools.commands() and CPK_START[1] not in tools.commands()  # already running: not started again
+    monkeypatch.setenv("PROXYSUITE_KIND_LB", "metallb")
+    with pytest.raises(SuiteError, match="PROXYSUITE_KIND_LB=metallb is not a LoadBalancer choice"):
+        kind.up(cfg(), progress=lambda m: None)
+
+
 def test_reuse_exports_the_kubeconfig_and_refuses_another_mode(tools):
     tools.script(engine_ok_rules())
     assert kind.up(cfg(), progress=lambda m: None).created
@@ -226,7 +257,7 @@ def test_reuse_exports_the_kubeconfig_and_refuses_another_mode(tools):
         ["docker", "info", "--format", "{{.ServerVersion}}"],
         ["kind", "get", "clusters"],
         ["kind", "export", "kubeconfig", "--name", "ps-t", "--kubeconfig", str(sd / "kubeconfig")],
-        CPK,  # already running: not started again
+        *side(sd),
     ]
     with pytest.raises(SuiteError) as info:
         kind.up(cfg(mode="nftables"), progress=lambda m: None)
@@ -484,3 +515,17 @@ def test_a_vantage_pod_another_xdist_worker_created_first_is_reused(tools):
                    "stderr": 'Error from server (AlreadyExists): error when creating "STDIN": pods "host-ps-t-worker" already exists\n'}])
     assert cluster.host_pod("ps-t-worker") == ("proxysuite-abc123", "host-ps-t-worker")
     assert tools.commands()[-1][-3:] == ["--for=condition=Ready", "pod/host-ps-t-worker", "--timeout=180s"]
+
+
+def test_the_lb_pool_is_routed_behind_the_gateway_in_every_node(tools):
+    """A pool address nobody holds must not be on-link for the nodes (ARP failure = EHOSTUNREACH)."""
+    cluster = make_cluster(tools)
+    tools.script([{"tool": "kind", "match": ["get", "nodes"], "stdout": "ps-t-control-plane\nps-t-worker\n"}])
+    said: list[str] = []
+    cluster._pool_behind_gateway("172.18.255.0/24", "172.18.0.1", said.append)
+    assert tools.commands() == [
+        ["kind", "get", "nodes", "--name", "ps-t"],
+        ["docker", "exec", "ps-t-control-plane", "ip", "route", "replace", "172.18.255.0/24", "via", "172.18.0.1"],
+        ["docker", "exec", "ps-t-worker", "ip", "route", "replace", "172.18.255.0/24", "via", "172.18.0.1"],
+    ]
+    assert said == ["nodes ps-t-control-plane, ps-t-worker: 172.18.255.0/24 via 172.18.0.1 (the LB pool behind the router, not on-link)"]

@@ -9,6 +9,9 @@
 # 2. systemd (PID 1 of the node) raises fs.file-max to LONG_MAX and fs.nr_open at boot, unconditionally
 #    (bump_file_max_and_nr_open). Each gets a file holding the machine's current value bind-mounted over it:
 #    systemd's write lands in that file. (Found by comparing the machine's sysctls around a node's boot.)
+#    The Cilium agent writes kernel.unprivileged_bpf_disabled=1 (irreversible until reboot) and
+#    kernel.timer_migration=0 at start (pkg/datapath/loader/base.go, Reinitialize) through the node's
+#    /proc/sys/kernel; they are absorbed the same way (docs/cilium.md).
 # 3. systemd-sysctl is masked in this image (it would apply Debian's fs.protected_* and kernel.* defaults to the
 #    machine); the per-namespace net.* settings kind ships in /etc/sysctl.d are applied here instead.
 set -uo pipefail
@@ -29,7 +32,7 @@ for key in "${!WANT[@]}"; do
   fi
 done
 
-for key in fs/file-max fs/nr_open; do
+for key in fs/file-max fs/nr_open kernel/unprivileged_bpf_disabled kernel/timer_migration; do
   file="/proc/sys/${key}"
   [[ -e "${file}" ]] || continue
   fake="${SHIELD_DIR}/${key//\//.}"

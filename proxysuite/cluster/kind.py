@@ -21,12 +21,22 @@ What ``up`` does, in order (every command is printed through ``progress``):
    ``--mode custom``: ``kubectl apply`` of ``--proxy-manifest`` and a rollout
    wait on each DaemonSet it defines;
 4. waits for every node Ready and for kube-proxy/CoreDNS to roll out;
-5. starts **cloud-provider-kind** (one shared container on the ``kind``
-   network, ``proxysuite-cloud-provider-kind``) so LoadBalancer Services get
-   an address on the kind network; MetalLB is not used;
+5. on the suite's own engine, blackholes the cluster's ranges in the engine's
+   namespace (:func:`.kindsetup.lb.guard_engine`: probes expected to time out
+   end there);
 6. starts the **external client**: a python3 container on the ``kind``
    network, started with testcontainers so its Ryuk reaper removes it even if
-   the test process is killed.
+   the test process is killed;
+7. Service externalIPs: ``external_ip_cidr`` (TEST-NET-2) is routed from the
+   external client to the first worker (:func:`.kindsetup.lb.external_ip_route`);
+8. LoadBalancer Services: the suite's own controller
+   (:mod:`.kindsetup.lb`, the local provider's code) allocates VIPs from the
+   top of the ``kind`` network and routes them from the external client to
+   the nodes, so the rows observe the proxy's own LoadBalancer rules. With
+   ``PROXYSUITE_KIND_LB=cloud-provider-kind`` the shared cloud-provider-kind
+   container (``proxysuite-cloud-provider-kind``) answers them instead; its
+   Envoy forwards to NodePorts, so rows that probe the LB address are skipped
+   as not judging the proxy.
 
 Vantages are client pods and hostNetwork pods reached by ``kubectl exec``
 (:mod:`.remote`), and the external container reached by ``docker exec``;
@@ -47,14 +57,16 @@ import yaml
 from .. import images
 from ..config import SuiteConfig, default_state_root
 from ..data import KIND_CONFIGS
-from ..errors import ProbeError, SuiteError, require_extra
-from ..modes import require_ipvs_kernel
+from ..errors import ProbeError, SuiteError, Unsupported, require_extra
+from ..ipfamily import families_of
+from ..modes import KUBE_PROXY_METRICS_PORT, require_ipvs_kernel
 from ..probes.engine import Observation, ProbeRequest
-from .base import ClusterEntry, Features, Provider, Vantage
+from .base import ClusterEntry, Features, Provider, ProxySwitch, Vantage
 from .detect import cilium_from_status
 from .kindsetup import hooks as kindsetup_hooks
-from .remote import (ROLE_LABEL, RUN_LABEL, KubectlCluster, ToolError, exec_budget, exec_engine, parse_observations,
-                     require_tool, run_tool)
+from .kindsetup import lb as kindsetup_lb
+from .remote import (ROLE_LABEL, RUN_LABEL, KubectlCluster, ToolError, exec_budget, exec_engine, parse_nodes,
+                     parse_observations, require_tool, run_tool)
 
 Progress = Callable[[str], None]
 
@@ -62,6 +74,12 @@ KIND_NETWORK = "kind"
 CLUSTER_LABEL = "proxysuite.io/kind-cluster"
 CLOUD_PROVIDER_CONTAINER = "proxysuite-cloud-provider-kind"
 CILIUM_VARIANTS = ("default", "maglev", "dsr")
+LB_ENV = "PROXYSUITE_KIND_LB"
+ICMP_SETTINGS = (("net.ipv4.icmp_ratelimit", "0"), ("net.ipv4.icmp_msgs_per_sec", "100000"))
+LB_CHOICES = ("suite", "cloud-provider-kind")
+CLOUD_PROVIDER_NOT_JUDGED = ("cloud-provider-kind (PROXYSUITE_KIND_LB) answers LoadBalancer addresses with an Envoy that forwards "
+                             "to NodePorts and enforces loadBalancerSourceRanges itself, so this row would not observe the "
+                             "proxy under test; unset PROXYSUITE_KIND_LB to route the VIP to the proxy")
 
 CREATE_TIMEOUT = 900
 """Seconds for ``kind create cluster``: pulling the node image the first time is what lags."""
@@ -137,8 +155,9 @@ def render_config(config: SuiteConfig, node_image: str) -> dict:
     nodes = doc.get("nodes") or [{"role": "control-plane"}]
     control = [n for n in nodes if n.get("role", "control-plane") == "control-plane"]
     workers = [n for n in nodes if n.get("role") == "worker"]
-    template = workers[0] if workers else {"role": "worker"}
-    doc["nodes"] = control + [copy.deepcopy(template) for _ in range(config.nodes)]
+    # The worker entries are repeated in turn, so their zone labels alternate (proxysuite/cluster/zones.py).
+    workers = workers or [{"role": "worker"}]
+    doc["nodes"] = control + [copy.deepcopy(workers[i % len(workers)]) for i in range(config.nodes)]
     for node in doc["nodes"]:
         node["image"] = node_image
     version = _minor_tuple(images.image_version(node_image))
@@ -150,6 +169,15 @@ def render_config(config: SuiteConfig, node_image: str) -> dict:
         doc["featureGates"] = gates
     else:
         doc.pop("featureGates", None)
+    if config.ip_family != "ipv4":
+        # kind's own values are ipv4 | ipv6 | dual, the same words as --ip-family. The shipped configs pin IPv4
+        # subnets, which kind refuses for ipv6 and wants paired for dual: the IPv6 ones are kind's own defaults.
+        net = doc.setdefault("networking", {})
+        net["ipFamily"] = config.ip_family
+        for key, v6 in (("podSubnet", "fd00:10:244::/56"), ("serviceSubnet", "fd00:10:96::/112")):
+            v4 = [c for c in str(net.get(key) or "").split(",") if c and ":" not in c]
+            if v4 or config.ip_family == "ipv6":
+                net[key] = v6 if config.ip_family == "ipv6" else ",".join(v4 + [v6])
     return kindsetup_hooks.adjust_config(doc, node_image)
 
 
@@ -186,6 +214,7 @@ def check_prereqs(config: SuiteConfig) -> None:
         cilium_values_files(config=config)
     if config.mode == "ipvs":
         require_ipvs_kernel()
+    lb_choice()
     docker_engine_version()
 
 
@@ -193,6 +222,19 @@ def check_prereqs(config: SuiteConfig) -> None:
 
 def existing_clusters() -> list[str]:
     return [line.strip() for line in run_tool(["kind", "get", "clusters"]).stdout.splitlines() if line.strip()]
+
+
+KUBE_PROXY_MODES = ("iptables", "nftables", "ipvs")
+"""Modes kind runs as kube-proxy from its ConfigMap (the ones :meth:`KindCluster.migrate_proxy` switches between)."""
+
+
+def _k8s_time(stamp: str | None) -> float | None:
+    """An API timestamp (``2026-11-30T21:00:00Z``) as epoch seconds."""
+    import datetime
+
+    if not stamp:
+        return None
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _record_path(config: SuiteConfig) -> Path:
@@ -333,6 +375,26 @@ def reuse(config: SuiteConfig, progress: Progress) -> str:
     return kubeconfig
 
 
+def lb_choice() -> str:
+    """``PROXYSUITE_KIND_LB``: ``suite`` (default) or ``cloud-provider-kind``."""
+    choice = os.environ.get(LB_ENV, "suite") or "suite"
+    if choice not in LB_CHOICES:
+        raise SuiteError(f"{LB_ENV}={choice} is not a LoadBalancer choice", f"set {LB_ENV} to one of {', '.join(LB_CHOICES)} or unset it")
+    return choice
+
+
+def cluster_cidrs(kubectl_json: Callable[..., dict]) -> tuple[list[str], list[str]]:
+    """(Service CIDRs, pod CIDRs) from kubeadm's ClusterConfiguration (any kind cluster has it)."""
+    try:
+        cm = kubectl_json("get", "configmap", "-n", "kube-system", "kubeadm-config")
+        doc = yaml.safe_load((cm.get("data") or {}).get("ClusterConfiguration") or "{}") or {}
+    except (ProbeError, ValueError, AttributeError, yaml.YAMLError):
+        doc = {}  # not a kubeadm cluster: kind's default ranges
+    net = doc.get("networking") or {}
+    split = lambda v: [c.strip() for c in (v or "").split(",") if c.strip()]  # noqa: E731
+    return split(net.get("serviceSubnet")) or ["10.96.0.0/16"], split(net.get("podSubnet"))
+
+
 # --- side containers ------------------------------------------------------------------------------
 
 def cloud_provider_argv() -> list[str]:
@@ -378,27 +440,49 @@ def start_external_client(spec: dict):
 # --- the cluster ----------------------------------------------------------------------------------
 
 class KindCluster(KubectlCluster):
+    proxy_restart_seconds = 12.0
+    """A restart deletes the proxy pod and waits for the DaemonSet's Ready replacement (kubelet, readiness probe):
+    4.8 s measured on an idle machine, more under load."""
+
     def __init__(self, config: SuiteConfig, kubeconfig: str):
         super().__init__(provider="kind", mode=config.mode, name=config.name, kubeconfig=kubeconfig, run_id=config.run_id)
         self.config = config
+        # Written into the kind config (networking.ipFamily); the side containers stay IPv4 (never run on IPv6 here).
+        self.ip_families = families_of(config.ip_family)
         self.reasons: dict[str, str] = {
-            "load_balancer": "cloud-provider-kind was not started (start_side_containers was not called)",
+            "load_balancer": "the LoadBalancer controller was not started (start_side_containers was not called)",
             "external_client": "the external client container was not started (start_side_containers was not called)",
+            "external_ips": "the externalIP range is routed from the external client, which was not started "
+                            "(start_side_containers was not called)",
         }
         self.load_balancer = False
+        self.lb_via_proxy = True
+        self._lb: kindsetup_lb.KindLoadBalancer | None = None
         self._external = None
         self._external_id: str | None = None
         self._external_ip: str | None = None
 
     # --- side containers ---------------------------------------------------------------------------
     def start_side_containers(self, progress: Progress) -> None:
+        choice = lb_choice()
+        pool = gateway = None
         try:
-            ensure_cloud_provider(progress)
-            self.load_balancer = True
-            self.reasons.pop("load_balancer", None)
-        except (ProbeError, SuiteError) as exc:
-            self.reasons["load_balancer"] = f"cloud-provider-kind did not start: {exc}"
-            progress(self.reasons["load_balancer"])
+            subnet, gateway = kindsetup_lb.kind_network(KIND_NETWORK)
+            pool = kindsetup_lb.pool_for(subnet)
+        except SuiteError as exc:
+            progress(f"no LoadBalancer pool: {exc}")
+        service_cidrs, pod_cidrs = cluster_cidrs(self.kubectl.json)
+        kindsetup_lb.guard_engine(service_cidrs, pod_cidrs, pool, progress)
+        self._unthrottle_icmp(progress)
+        if choice == "cloud-provider-kind":
+            try:
+                ensure_cloud_provider(progress)
+                self.load_balancer = True
+                self.lb_via_proxy = False
+                self.reasons.pop("load_balancer", None)
+            except (ProbeError, SuiteError) as exc:
+                self.reasons["load_balancer"] = f"cloud-provider-kind did not start: {exc}"
+                progress(self.reasons["load_balancer"])
         spec = external_client_spec(self.config)
         try:
             progress(f"starting external client {spec['name']} ({spec['image']}) on network {spec['network']} via testcontainers")
@@ -407,6 +491,96 @@ class KindCluster(KubectlCluster):
         except Exception as exc:  # noqa: BLE001 - docker SDK errors come in many types; each means "no external client"
             self.reasons["external_client"] = f"the external client container did not start: {type(exc).__name__}: {exc}"
             progress(self.reasons["external_client"])
+        node_ips = self._worker_ips() if self._external_id is not None else []
+        self._route_external_ips(node_ips, [*service_cidrs, *pod_cidrs, *([pool] if pool else [])], progress)
+        if choice == "suite":
+            self._start_lb(pool, node_ips, progress)
+            if self._lb is not None and gateway:
+                self._pool_behind_gateway(pool, gateway, progress)
+
+    def _pool_behind_gateway(self, pool: str, gateway: str, progress: Progress) -> None:
+        """Route the LB pool from every node to the ``kind`` network's gateway (in the node containers' own
+        namespaces).
+
+        The pool is carved from the ``kind`` network, so without this a node ARPs for a pool address that no
+        one holds (an ipMode Proxy ingress the proxy rightly leaves alone, a freed VIP) and the client sees
+        EHOSTUNREACH, an on-link failure no cloud shows: a cloud's LB addresses sit behind a router. Through
+        the gateway such packets end at the guard's blackhole and time out, as on the local provider. A VIP
+        the proxy programs is translated before this route matters."""
+        try:
+            nodes = run_tool(["kind", "get", "nodes", "--name", self.name], timeout=30).stdout.split()
+        except ProbeError as exc:
+            progress(f"could not list the nodes to route the LB pool behind the gateway: {exc}")
+            return
+        routed = []
+        for node in nodes:
+            try:
+                run_tool(["docker", "exec", node, "ip", "route", "replace", pool, "via", gateway], timeout=30)
+                routed.append(node)
+            except ProbeError as exc:
+                progress(f"{node}: could not route {pool} via {gateway}: {exc}")
+        progress(f"nodes {', '.join(routed)}: {pool} via {gateway} (the LB pool behind the router, not on-link)")
+
+    def _worker_ips(self) -> list[str]:
+        """Every worker's address, as a cloud LB or a router targets them (kind labels its control plane to be
+        excluded); read afresh rather than through nodes(), whose cached answer must not be taken while a taint
+        is still lifting."""
+        parsed = parse_nodes(self.kubectl.json("get", "nodes"))
+        return [n.internal_ip for n, cp, _ in parsed if not cp] or [n.internal_ip for n, _, _ in parsed]
+
+    def _route_external_ips(self, node_ips: list[str], taken: list[str], progress: Progress) -> None:
+        """Route :data:`.kindsetup.lb.EXTERNAL_IP_CIDR` from the external client to a node (the ``external_ips``
+        feature); on failure the feature stays off with the reason."""
+        if self._external_id is None:
+            self.reasons["external_ips"] = "externalIPs are routed from the external client, which did not start"
+            return
+        try:
+            subnet, _gateway = kindsetup_lb.kind_network(KIND_NETWORK)
+            cidr, hop = kindsetup_lb.external_ip_route(kindsetup_lb.EXTERNAL_IP_CIDR, node_ips, subnet, taken)
+            kindsetup_lb.route_external_ips(self._external_id, cidr, hop)
+        except (SuiteError, OSError) as exc:
+            self.reasons["external_ips"] = f"the externalIP range could not be routed from the external client: {exc}"
+            progress(self.reasons["external_ips"])
+            return
+        self.external_ip_cidr = cidr
+        self.reasons.pop("external_ips", None)
+        progress(f"externalIPs: {cidr} routed from the external client {self._external_id[:12]} to node {hop}")
+
+    def _unthrottle_icmp(self, progress: Progress) -> None:
+        """No ICMP error rate limit in the nodes' network namespaces, as on the local provider's nodes.
+
+        The catalogue sends many rejected probes from one client; under the default limit (1000 ms per peer)
+        the kernel silences most rejections and a REJECT reads as a DROP. Both settings belong to the node
+        container's network namespace (on a kernel where one is not per-namespace, it does not exist
+        there and the write fails harmlessly), so nothing on the machine changes."""
+        try:
+            nodes = run_tool(["kind", "get", "nodes", "--name", self.name], timeout=30).stdout.split()
+        except ProbeError:
+            return
+        for node in nodes:
+            for key, value in ICMP_SETTINGS:
+                run_tool(["docker", "exec", node, "sysctl", "-q", "-w", f"{key}={value}"], timeout=30, check=False)
+        progress(f"nodes {', '.join(nodes)}: " + ", ".join(f"{k}={v}" for k, v in ICMP_SETTINGS) + " (their own network namespaces)")
+
+    def _start_lb(self, pool: str | None, node_ips: list[str], progress: Progress) -> None:
+        """The suite's LB controller (see :mod:`.kindsetup.lb`); needs the external client to route from."""
+        if self._external_id is None:
+            self.reasons["load_balancer"] = "LoadBalancer VIPs are routed from the external client, which did not start"
+            return
+        if pool is None:
+            self.reasons["load_balancer"] = "the kind network has no IPv4 subnet to take a LoadBalancer pool from"
+            return
+        lb = kindsetup_lb.KindLoadBalancer(kubeconfig=self.kubeconfig, ext_container=self._external_id,
+                                           node_ips=node_ips, network=KIND_NETWORK, pool=pool)
+        try:
+            lb.start(progress)
+        except (SuiteError, OSError) as exc:
+            self.reasons["load_balancer"] = f"the suite's LoadBalancer controller did not start: {exc}"
+            progress(self.reasons["load_balancer"])
+            return
+        self._lb = lb
+        self.load_balancer = True
+        self.reasons.pop("load_balancer", None)
 
     def features(self) -> Features:
         reasons = dict(self.reasons)
@@ -414,14 +588,78 @@ class KindCluster(KubectlCluster):
         if self.mode == "custom" and not self._proxy_selector()[1]:
             restart = False
             reasons["proxy_restart"] = "the --proxy-manifest defines no DaemonSet with a selector, so its pods cannot be found to restart"
-        reasons.setdefault("external_ips", "kind routes no externalIP range from its external client to the nodes; "
-                                           "externalIP checks from outside run on --provider local")
         reasons.setdefault("proxy_children_cpu", "the proxy runs in a pod inside a node container; its exited children's CPU "
                                                  "is not visible from here (run perf on --provider local)")
         reasons.setdefault("load_generation", "kind clients live in node containers, so no network namespace on this machine "
                                               "sends as a client pod; the perf load phase runs on --provider local")
-        return Features(load_balancer=self.load_balancer, external_client=self._external_id is not None, node_exec=True,
-                        proxy_restart=restart, cluster_dns=True, udp=True, reasons=reasons)
+        migratable = self.mode in KUBE_PROXY_MODES
+        if not migratable:
+            reasons["proxy_migration"] = (f"mode {self.mode} does not run kube-proxy from its ConfigMap; migration patches the "
+                                          "kube-proxy ConfigMap's mode and restarts its DaemonSet")
+        if not self.lb_via_proxy:
+            reasons["lb_via_proxy"] = CLOUD_PROVIDER_NOT_JUDGED
+        return Features(load_balancer=self.load_balancer, lb_via_proxy=self.lb_via_proxy,
+                        external_client=self._external_id is not None,
+                        external_ips=self._external_id is not None and self.external_ip_cidr is not None, node_exec=True,
+                        proxy_restart=restart, cluster_dns=True, udp=True, proxy_migration=migratable, reasons=reasons)
+
+    def migrate_proxy(self, to_mode: str, progress: Progress = lambda _m: None) -> list[ProxySwitch]:
+        """The kubeadm runbook: set ``mode`` in the kube-proxy ConfigMap, ``kubectl rollout restart daemonset kube-proxy``.
+
+        The DaemonSet's rolling update replaces one node's pod at a time (maxUnavailable 1); each node's step ends when
+        its new pod reports ``to_mode`` on /proxyMode and a sync. Not yet run on this machine's kind (docs/migration.md).
+        """
+        import time
+
+        if not self.features().proxy_migration:
+            raise self._unavailable("proxy_migration")
+        if to_mode not in KUBE_PROXY_MODES:
+            raise Unsupported(f"kind migrates between kube-proxy modes ({', '.join(KUBE_PROXY_MODES)}), not to {to_mode}",
+                              "pick one of those; Cilium replaces kube-proxy (a new cluster: --mode cilium)")
+        if to_mode == "ipvs":
+            require_ipvs_kernel()
+        from_mode = self.mode
+        conf = yaml.safe_load(self.kubectl.run("get", "configmap", "-n", "kube-system", "kube-proxy", "-o", "jsonpath={.data.config\\.conf}").stdout)
+        conf["mode"] = to_mode
+        self.kubectl.run("patch", "configmap", "-n", "kube-system", "kube-proxy", "--type", "merge",
+                         "-p", json.dumps({"data": {"config.conf": yaml.safe_dump(conf, sort_keys=False)}}))
+        old = {n.name: self._proxy_pod(n.name)[1] for n in self.nodes()}
+        progress(f"kube-proxy ConfigMap: mode {from_mode} -> {to_mode}; kubectl rollout restart daemonset kube-proxy")
+        begun = time.time()
+        self.kubectl.run("rollout", "restart", "daemonset", "-n", "kube-system", "kube-proxy")
+        done: dict[str, ProxySwitch] = {}
+
+        def progressed() -> bool:
+            for node, before in old.items():
+                if node in done:
+                    continue
+                _ns, pod = self._proxy_pod(node)
+                if not pod or pod == before:
+                    continue
+                try:
+                    if self.proxy_http(node, KUBE_PROXY_METRICS_PORT, "/proxyMode")[1].strip() != to_mode:
+                        continue
+                    metrics = self.proxy_http(node, KUBE_PROXY_METRICS_PORT, "/metrics")[1]
+                except ProbeError:
+                    continue
+                synced = [float(line.split()[-1]) for line in metrics.splitlines()
+                          if line.startswith("kubeproxy_sync_proxy_rules_last_timestamp_seconds") and 'ip_family="IPv6"' not in line]
+                if synced:
+                    info = json.loads(self.kubectl.run("get", "pod", "-n", "kube-system", pod, "-o", "json").stdout)
+                    started = _k8s_time(info["status"].get("startTime")) or begun
+                    created = _k8s_time(info["metadata"].get("creationTimestamp")) or begun
+                    done[node] = ProxySwitch(node, from_mode, to_mode, stopped=created, started=started, synced=synced[0], serving=time.time())
+                    progress(f"{node}: kube-proxy {to_mode} serving")
+            return len(done) == len(old)
+
+        self.wait_deadline(f"kube-proxy pods on every node serving {to_mode} after the rollout", PROXY_RESTART_TIMEOUT * len(old), progressed, every=0.5)
+        self.mode = to_mode
+        record = _read_record(self.config)
+        if record is not None:
+            record["mode"] = to_mode
+            _record_path(self.config).write_text(json.dumps(record, indent=2))
+        self.config = self.config.with_(mode=to_mode)
+        return [done[n] for n in old]
 
     def external_vantage(self) -> Vantage:
         if self._external_id is None:
@@ -495,6 +733,11 @@ class KindCluster(KubectlCluster):
         return super().proxy_rules(node)
 
     def close(self) -> None:
+        if self._lb is not None:
+            self._lb.stop()
+            self._lb = None
+            self.load_balancer = False
+            self.reasons["load_balancer"] = "the LoadBalancer controller was stopped (the cluster object was closed)"
         if self._external is not None:
             try:
                 self._external.stop()
@@ -503,6 +746,8 @@ class KindCluster(KubectlCluster):
             self._external = None
             self._external_id = None
             self.reasons["external_client"] = "the external client was stopped (the cluster object was closed)"
+            self.external_ip_cidr = None
+            self.reasons["external_ips"] = "the external client, which routed the externalIP range, was stopped"
 
 
 def up(config: SuiteConfig, progress: Progress = lambda _m: None, owner_pid: int | None = None) -> KindCluster:

@@ -18,8 +18,10 @@ VOLATILE = re.compile(
 """Counters and random values that change by themselves."""
 
 WATCHED = ("kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory", "fs.protected_regular",
-           "fs.protected_fifos", "fs.protected_hardlinks", "fs.protected_symlinks", "fs.file-max", "fs.nr_open")
-"""The settings kubelet, a node's systemd (fs.file-max, fs.nr_open) or its systemd-sysctl are known to write."""
+           "fs.protected_fifos", "fs.protected_hardlinks", "fs.protected_symlinks", "fs.file-max", "fs.nr_open",
+           "kernel.unprivileged_bpf_disabled", "kernel.timer_migration")
+"""The settings kubelet, a node's systemd (fs.file-max, fs.nr_open), its systemd-sysctl or the Cilium agent
+(kernel.unprivileged_bpf_disabled, kernel.timer_migration) are known to write."""
 
 
 def sysctls() -> dict[str, str]:

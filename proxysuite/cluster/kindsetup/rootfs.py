@@ -35,6 +35,10 @@ NODE_PACKAGES = (
 PROXY_PACKAGES = ("iptables", "nftables", "conntrack", "ipset", "kmod", "iproute2")
 """kube-proxy's image: the rule tools each proxy mode runs."""
 
+CILIUM_PACKAGES = ("bash", "util-linux", "iproute2", "iptables", "ipset", "kmod", "ca-certificates", "jq",
+                   "containernetworking-plugins", "clang-19", "llvm-19")
+"""The Cilium agent image (Cilium's images/runtime: iproute2, iptables, ipset, kmod, ca-certificates; clang and
+llc 19.1.7, which bookworm's clang-19/llvm-19 are; nsenter for the init containers; the loopback CNI plugin)."""
 CLIENT_PACKAGES = ("python3", "iproute2", "procps")
 """The suite's client pods and external client: the probe engine needs python3 (stdlib only)."""
 
