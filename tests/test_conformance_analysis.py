@@ -196,3 +196,78 @@ def test_matrix_parts_from_several_processes(tmp_path):
 def test_schema_mismatch_is_refused():
     with pytest.raises(ValueError):
         mx.merge([{"schema": 99}])
+
+
+def _flow(answers, start=1000.0, step=0.1):
+    from proxysuite.probes.engine import OK, TIMEOUT
+
+    return [Observation("10.96.0.10", 81, "udp", OK if a else TIMEOUT, backend=a, started=start + i * step)
+            for i, a in enumerate(answers)]
+
+
+def test_flow_move_measures_the_black_hole_from_the_last_old_answer():
+    move = analysis.flow_move(_flow(["old"] * 3 + [None] * 12 + ["new"] * 5), ["new"])
+    assert move.moved and abs(move.gap_s - 1.3) < 1e-9, move
+    assert "last answer from old" in move.detail and "1300 ms" in move.detail
+
+
+def test_flow_move_from_since_when_nothing_answered_before():
+    move = analysis.flow_move(_flow([None] * 8 + ["new"] * 5), ["new"], since=1000.25)
+    assert move.moved and abs(move.gap_s - 0.55) < 1e-9
+
+
+def test_flow_move_fails_when_the_flow_stays_or_flaps():
+    assert not analysis.flow_move(_flow(["old"] * 3 + [None] * 20), ["new"]).moved
+    flap = analysis.flow_move(_flow(["old", None, "new", "old", "new"]), ["new"])
+    assert not flap.moved and "answered again by ['old']" in flap.detail
+
+
+def test_flow_moves_judges_the_bound():
+    from proxysuite.conformance.expectations import Context, flow_moves
+
+    exp = flow_moves(1.0, "test")
+    ctx = Context(backends=["new"])
+    assert exp.evaluate(_flow(["old"] + [None] * 5 + ["new"] * 3), ctx).ok
+    slow = exp.evaluate(_flow(["old"] + [None] * 15 + ["new"] * 3), ctx)
+    assert not slow.ok and "over the 1 s bound" in slow.detail
+    assert not exp.evaluate(_flow([None] * 5 + ["new"]), ctx).ok, "no old answer and no since: cannot be timed"
+
+
+# --- long-lived streams ------------------------------------------------------------------------------
+def _exchanges(conn, proto, plan, t0=1000.0):
+    """``plan``: one entry per 100 ms tick: a backend name, or an outcome such as ``reset``/``timeout``."""
+    from proxysuite.probes.engine import Observation
+
+    out = []
+    for i, what in enumerate(plan):
+        ok = what not in ("reset", "timeout", "refused")
+        out.append(Observation("10.96.0.10", 80, proto, "ok" if ok else what, backend=what if ok else None,
+                               started=t0 + i * 0.1, stream=conn))
+    return out
+
+
+def test_stream_summaries_say_who_answered_whether_it_broke_and_the_longest_gap():
+    from proxysuite.probes.analysis import streams
+
+    obs = (_exchanges(0, "tcp", ["a"] * 10) + _exchanges(1, "tcp", ["a"] * 4 + ["reset"])
+           + _exchanges(2, "tcp", ["b"] * 3, t0=1000.0) + _exchanges(2, "tcp", ["b"], t0=1000.8))
+    s0, s1, s2 = streams(obs)
+    assert s0.survived and s0.backends == ["a"] and s0.exchanges == 10 and round(s0.longest_gap_ms) == 100
+    assert not s1.survived and s1.broken.startswith("reset") and round(s1.longest_gap_ms) == 600, "the gap runs to the stream's end"
+    assert s2.survived and round(s2.longest_gap_ms) == 600
+
+
+def test_udp_flows_survive_lost_datagrams_but_not_a_new_backend():
+    from proxysuite.conformance.expectations import Context, moves_to_ready, survives
+    from proxysuite.probes.analysis import streams
+
+    lossy = _exchanges(0, "udp", ["a", "timeout", "a", "a"])
+    moved = _exchanges(0, "udp", ["a", "a", "b", "b"])
+    assert streams(lossy)[0].survived and not streams(moved)[0].survived
+    assert survives(3.0).evaluate(lossy, Context()).ok
+    assert not survives(0.15).evaluate(lossy, Context()).ok, "a gap over the bound fails"
+    verdict = survives(3.0).evaluate(moved, Context())
+    assert not verdict.ok and "did not survive" in verdict.detail
+    assert moves_to_ready(3.0).evaluate(moved, Context(backends=["b"])).ok
+    assert not moves_to_ready(3.0).evaluate(lossy, Context(backends=["b"])).ok, "still on the not-ready backend"
+    assert not moves_to_ready(3.0).evaluate(_exchanges(0, "tcp", ["a", "reset"]), Context(backends=["b"])).ok

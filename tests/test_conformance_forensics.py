@@ -114,7 +114,7 @@ def test_wrong_expectation_fails_with_the_verdict(child):
 def test_forensics_sections_in_the_report(child):
     proc, _ = child
     out = proc.stdout
-    for section in ("forensics: service", "forensics: endpointslices", "forensics: pods", "forensics: transcript",
+    for section in ("forensics: service", "forensics: endpointslices", "forensics: topology", "forensics: pods", "forensics: transcript",
                     "forensics: rules node-1", "forensics: conntrack node-2", "forensics: proxy-logs node-1"):
         assert section in out, f"missing report section {section!r}"
     # Forensics belong to the failing check, and once to the failed scenario build, not to the passing check.
@@ -134,6 +134,10 @@ def test_forensics_on_disk(child):
     assert f"-d {vip}/32" in full and "KUBE-SVC-" in full
     excerpt = (folder / "rules-node-2.txt").read_text()
     assert vip in excerpt and len(excerpt) < len(full)
+    # The topology forensics name each node's zone (the local provider alternates them) and each endpoint's.
+    topology = (folder / "topology.txt").read_text()
+    assert "node node-1: zone=proxysuite-a" in topology and "node node-2: zone=proxysuite-b" in topology, topology
+    assert "trafficDistribution=(unset)" in topology and "zone=proxysuite-a ready=True forZones=[]" in topology, topology
     # conntrack saw the probes to the VIP from the client on node-2.
     conntrack = (folder / "conntrack-node-2.txt").read_text()
     assert f"dst={vip}" in conntrack, conntrack[:2000]

@@ -206,8 +206,9 @@ def test_unknown_vantage_target_or_protocol_is_refused():
         Row("pod-elsewhere", "clusterip")
     with pytest.raises(ValueError, match="unknown target"):
         Row("node", "cluster-ip")
-    with pytest.raises(ValueError, match="tcp or udp"):
-        Row("node", "clusterip", "sctp")
+    with pytest.raises(ValueError, match="tcp, udp or sctp"):
+        Row("node", "clusterip", "quic")
+    assert Row("node", "clusterip", "sctp").id == "node->clusterip/sctp"
 
 
 def test_any_declared_only_on_implementation_defined_rows():

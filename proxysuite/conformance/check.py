@@ -43,7 +43,8 @@ def check(capability: str, name: str, rows: Sequence[Row] | None = None, *, disr
     """Declare a conformance check.
 
     :param capability: the matrix group: ``routing``, ``load-balancing``, ``session-affinity``,
-        ``readiness``, ``no-endpoints``, ``source-ip``, ``traffic-policy``, ``proxy-health``, ``disruption``.
+        ``readiness``, ``no-endpoints``, ``source-ip``, ``traffic-policy``, ``traffic-distribution``, ``proxy-health``,
+        ``disruption``, ``sctp``, ``udp-conntrack``, ``long-lived``, ``service-cidrs``, ``ip-families``.
     :param name: kebab-case scenario name that reads source-to-target, e.g. ``pod-to-clusterip``.
     :param rows: parametrize the test over these rows (argument ``row``).
     """
@@ -52,7 +53,10 @@ def check(capability: str, name: str, rows: Sequence[Row] | None = None, *, disr
         marks = [pytest.mark.conformance, pytest.mark.proxysuite_check(capability=capability, name=name)]
         if disruptive:
             marks.append(pytest.mark.disruptive)
-        if rows is not None:
+        if rows is not None and any(r.per_family for r in rows):
+            # Expanded per IP family at collection, when --ip-family is known (plugin.pytest_generate_tests).
+            marks.append(pytest.mark.proxysuite_rows(list(rows)))
+        elif rows is not None:
             marks.append(pytest.mark.parametrize("row", list(rows), ids=[r.id for r in rows]))
         for m in reversed(marks):
             fn = m(fn)
@@ -148,9 +152,21 @@ class Conformance:
                 if not ok:
                     self.record.notes.append(f"skipped: {why}")
                     pytest.skip(f"{row.id}: {why}")
+        if row.target == "lb":
+            ok, why = feats.require("lb_via_proxy")
+            if not ok:
+                self.record.notes.append(f"skipped: {why}")
+                pytest.skip(f"{row.id}: {why}")
+        if row.family:
+            why = jig.cluster.family_reason(row.family)
+            if why:
+                self.record.notes.append(f"skipped: {why}")
+                pytest.skip(f"{row.id}: {why}")
         try:
             v = vsel.vantage(jig, row.vantage, placement, backend_pod=backend_pod)
-            t = vsel.target(jig, svc, row.target, row.proto, placement)
+            if row.family:
+                v = v.for_family(row.family)
+            t = vsel.target(jig, svc, row.target, row.proto, placement, family=row.family or None)
         except Unsupported as exc:
             self.record.notes.append(f"skipped: {exc.what}")
             pytest.skip(f"{row.id}: {exc.what}")

@@ -60,6 +60,9 @@ class Context:
     local_backends: Sequence[str] = ()
     """Backends on the node that receives the traffic (iTP/eTP=Local checks)."""
     alpha: float = analysis.DEFAULT_ALPHA
+    since: float | None = None
+    """For flow expectations (:func:`flow_moves`): when the change under test took effect (wall clock); a flow
+    that no earlier backend answered is timed from here."""
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,20 @@ UNREACHABLE = Expectation("UNREACHABLE", "every probe fails at once with host/ne
 """Cilium's socket-LB refuses a connect()/sendmsg() to a Service frontend without backends inside the syscall
 (``bpf_sock.c`` ``__sock4_xlate_fwd`` returns -EHOSTUNREACH): no packet leaves, so unlike :data:`REFUSED` no
 ICMP rate limit can turn some probes silent, and every probe must show it."""
+def _dropped_on_sender(obs, ctx):
+    # The engine turns EPERM without an ICMP error into TIMEOUT with this error text (engine._locally_filtered).
+    local = [o for o in obs if o.outcome == _TIMEOUT and (o.error or "").startswith("dropped on the sending host")]
+    if len(local) == len(obs):
+        return Verdict(True, f"all {len(obs)} dropped by netfilter on the sending host (EPERM, no ICMP error)")
+    return Verdict(False, f"{len(local)} of {len(obs)} dropped on the sending host; {analysis.summary(obs)}")
+
+
+DROPPED_ON_SENDER = Expectation("DROPPED_ON_SENDER", "every probe is dropped by a rule on the sending host itself (send "
+                                "fails with EPERM, no ICMP error): from a node vantage, the proxy's own DROP",
+                                _dropped_on_sender)
+"""Tells a proxy's DROP in the node's output path from a packet that left the node and died elsewhere (both
+are :data:`TIMEOUT`): kube-proxy's nftables mode drops unallocated cluster IPs in ``filter-output``."""
+
 NO_REACH = Expectation("NO_REACH", "no probe is answered by anything (refused, timeout or unreachable)", _no_reach)
 SRC_IP_PRESERVED = Expectation("SRC_IP_PRESERVED", "the backend sees the client's own address", _src_preserved,
                                positive=True)
@@ -256,6 +273,27 @@ ANY_DECLARED = Expectation("ANY_DECLARED", "behaves as the row declares for some
                            any_declared=True)
 RECORD_ONLY = Expectation("RECORD_ONLY", "no source settles this mode's behaviour: observed and recorded, never judged",
                           lambda obs, ctx: Verdict(True, "recorded, not judged"), record_only=True)
+
+
+
+def flow_moves(bound: float, why: str) -> Expectation:
+    """FLOW_MOVES(<=``bound`` s): a UDP flow that keeps its source port is answered by a backend it may reach
+    now (``Context.backends``) at most ``bound`` seconds after its last answer from a backend it may no longer
+    reach (or after ``Context.since``), and by nothing else afterwards. ``why`` says where the bound comes from."""
+
+    def pred(obs, ctx):
+        move = analysis.flow_move(obs, ctx.backends, ctx.since)
+        if not move.moved:
+            return Verdict(False, move.detail)
+        if move.gap_s is None:
+            return Verdict(False, f"{move.detail}; the black-hole cannot be timed")
+        if move.gap_s > bound:
+            return Verdict(False, f"{move.detail}, over the {bound:g} s bound ({why})")
+        return Verdict(True, f"{move.detail} (bound {bound:g} s)")
+
+    return Expectation(f"FLOW_MOVES(<={bound:g}s)", f"a UDP flow keeping its source port reaches a current backend "
+                       f"within {bound:g} s of losing its old one ({why})", pred, positive=True)
+
 
 OUTCOMES = (REACH, REFUSED, TIMEOUT, UNREACHABLE, NO_REACH)
 """Fallback classification of what was observed, most specific first."""
@@ -301,3 +339,50 @@ def for_mode(table, mode: str):
     if "*" in table:
         return table["*"]
     raise ValueError(f"no declaration for mode {mode!r} (declared: {', '.join(table)})")
+
+
+# --- long-lived connections (engine.run_stream; suites/conformance/test_long_lived.py) ---------------------
+def _streams(obs: Sequence[Observation]) -> tuple[list[analysis.Stream], str]:
+    ss = analysis.streams(obs)
+    worst = max((s.longest_gap_ms for s in ss), default=0.0)
+    return ss, f"{len(ss)} connections, {len(obs)} exchanges, longest gap {worst:.0f} ms"
+
+
+def survives(bound_s: float) -> Expectation:
+    """Every connection of a stream stayed with its backend, was never reset or refused, and no gap exceeded ``bound_s``."""
+    def pred(obs, ctx):
+        ss, head = _streams(obs)
+        if not ss:
+            return Verdict(False, "no stream exchanges (" + analysis.summary(obs) + ")")
+        bad = [str(s) for s in ss if not s.survived]
+        slow = [str(s) for s in ss if s.survived and s.longest_gap_ms > bound_s * 1000]
+        if bad or slow:
+            return Verdict(False, f"{head}; " + "; ".join(
+                [f"did not survive: {b}" for b in bad] + [f"gap over {bound_s:g} s: {s}" for s in slow]))
+        return Verdict(True, f"{head}; every connection stayed with its backend")
+
+    return Expectation("SURVIVES", f"every established connection keeps its backend, is never reset, and no gap "
+                       f"exceeds {bound_s:g} s", pred, positive=True)
+
+
+def moves_to_ready(bound_s: float) -> Expectation:
+    """Every flow kept being answered (no gap over ``bound_s``) and ends on a backend that may get traffic (ctx.backends)."""
+    def pred(obs, ctx):
+        ss, head = _streams(obs)
+        if not ss:
+            return Verdict(False, "no stream exchanges (" + analysis.summary(obs) + ")")
+        bad = []
+        for s in ss:
+            hard = {k: v for k, v in s.errors.items() if not (s.protocol == "udp" and k == "timeout")}
+            if not s.answered or s.broken or hard:
+                bad.append(f"broke: {s}")
+            elif s.backends[-1] not in ctx.backends:
+                bad.append(f"still on {s.backends[-1]}, which may no longer get traffic (allowed: {sorted(ctx.backends)}): {s}")
+            elif s.longest_gap_ms > bound_s * 1000:
+                bad.append(f"gap over {bound_s:g} s: {s}")
+        if bad:
+            return Verdict(False, f"{head}; " + "; ".join(bad))
+        return Verdict(True, f"{head}; every flow continued on {sorted({s.backends[-1] for s in ss})}")
+
+    return Expectation("MOVES", f"every flow keeps being answered (no gap over {bound_s:g} s) and ends on a backend "
+                       "that may get traffic", pred, positive=True)

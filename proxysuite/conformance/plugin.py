@@ -25,16 +25,15 @@ Hooks
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from .. import runlocks
 from ..errors import ProbeError
 from . import verdict as vd
 from .check import Conformance, Record
@@ -58,16 +57,42 @@ def _settings(config: pytest.Config) -> dict:
         from ..cluster.kind import cilium_variant
 
         variant = cilium_variant(cfg)
+    if cfg.ip_family != "ipv4":  # an IPv6 or dual-stack run is its own column (iptables-dual), never merged into IPv4's
+        variant = f"{variant}-{cfg.ip_family}" if variant else cfg.ip_family
     return {"provider": cfg.provider, "mode": cfg.mode, "variant": variant, "run_id": cfg.run_id, "reports_dir": Path(cfg.reports_dir)}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "proxysuite_check(capability, name): a conformance check, recorded in the matrix")
+    config.addinivalue_line("markers", "proxysuite_rows(rows): rows parametrized per IP family at collection (--ip-family)")
     # Scenario modules share one module-scoped setup; keep each module's rows on one xdist worker
     # (xdist_group marks) instead of building the scenario once per worker. Only effective when this
     # plugin is loaded in the controller (initial conftest or core plugin) and --dist was not chosen.
     if getattr(config.option, "dist", None) == "load" and not any(a.startswith(("--dist", "-d")) for a in config.invocation_params.args):
         config.option.dist = "loadgroup"
+    # Workers decide from their own command line whether to suffix node ids with the group (xdist's
+    # remote.setup_config), and that line never saw the switch above: tell them through workerinput.
+    winput = getattr(config, "workerinput", None)
+    if winput is not None and winput.get("proxysuite_loadgroup"):
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize a check whose rows include ``per_family`` ones, once per family of this run's ``--ip-family``."""
+    marker = metafunc.definition.get_closest_marker("proxysuite_rows")
+    if marker is None:
+        return
+    from ..ipfamily import families_of
+    from ..plugin import suite_config_of
+    from .rows import expand_families
+
+    rows = expand_families(marker.args[0], families_of(suite_config_of(metafunc.config).ip_family))
+    metafunc.parametrize("row", rows, ids=[r.id for r in rows])
+
+
+def pytest_configure_node(node) -> None:  # xdist controller hook, runs once per worker
+    node.workerinput["proxysuite_loadgroup"] = getattr(node.config.option, "dist", None) == "loadgroup"
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -107,41 +132,14 @@ def scenario_namespace(request: pytest.FixtureRequest, k8s, suite_config):
                 print(f"[proxysuite] could not delete namespace {name}: {exc.reason}")
 
 
-class _RWLock:
-    """Readers/writer lock across processes: flock on two files, writer intent blocks new readers."""
-
-    def __init__(self, base: Path):
-        base.parent.mkdir(parents=True, exist_ok=True)
-        self.intent = open(str(base) + ".intent", "a+")
-        self.main = open(str(base) + ".main", "a+")
-
-    def shared(self):
-        fcntl.flock(self.intent, fcntl.LOCK_SH)
-        fcntl.flock(self.main, fcntl.LOCK_SH)
-        fcntl.flock(self.intent, fcntl.LOCK_UN)
-
-    def exclusive(self):
-        fcntl.flock(self.intent, fcntl.LOCK_EX)
-        fcntl.flock(self.main, fcntl.LOCK_EX)
-
-    def release(self):
-        fcntl.flock(self.main, fcntl.LOCK_UN)
-        fcntl.flock(self.intent, fcntl.LOCK_UN)
-
-
 @pytest.fixture(autouse=True)
 def _disruption_guard(request: pytest.FixtureRequest):
     if request.node.get_closest_marker("proxysuite_check") is None:
         yield
         return
-    run_id = _settings(request.config)["run_id"]
-    lock = _RWLock(Path(tempfile.gettempdir()) / "proxysuite-locks" / f"disrupt-{run_id}")
     exclusive = request.node.get_closest_marker("disruptive") is not None
-    (lock.exclusive if exclusive else lock.shared)()
-    try:
+    with runlocks.held(_settings(request.config)["run_id"], "disrupt", exclusive=exclusive):
         yield
-    finally:
-        lock.release()
 
 
 # --- hooks ---------------------------------------------------------------------------------------

@@ -45,15 +45,23 @@ class Row:
     rejections to one client turn into silent drops (seen here: UDP refused 3 / timeout 2)."""
     note: str = ""
     """Provenance of the expectation (upstream test, KEP, PR)."""
+    per_family: bool = False
+    """The row means the same in every IP family: on a cluster that is not single-stack IPv4 (``--ip-family``) it
+    runs once per family the run serves (see :func:`expand_families`)."""
+    family: str = ""
+    """``ipv4`` / ``ipv6``: probe the target's address of that family, from the vantage's address of that family;
+    empty: the primary address (single-stack IPv4 runs, and rows not tied to a family)."""
 
     def __post_init__(self) -> None:
         where = f"Row({self.vantage!r}, {self.target!r}, {self.proto!r})"
+        if self.family not in ("", "ipv4", "ipv6"):
+            raise ValueError(f"{where}: family must be ipv4, ipv6 or empty")
         if self.vantage not in VANTAGES:
             raise ValueError(f"{where}: unknown vantage; known: {', '.join(VANTAGES)}")
         if self.target not in TARGETS:
             raise ValueError(f"{where}: unknown target; known: {', '.join(TARGETS)}")
-        if self.proto not in ("tcp", "udp"):
-            raise ValueError(f"{where}: protocol must be tcp or udp")
+        if self.proto not in ("tcp", "udp", "sctp"):
+            raise ValueError(f"{where}: protocol must be tcp, udp or sctp")
         for what, table, kind in (("expect", self.expect, Expectation), ("klass", self.klass, Klass)):
             if isinstance(table, kind):
                 continue
@@ -74,7 +82,8 @@ class Row:
     @property
     def id(self) -> str:
         svc = f"@{self.service}" if self.service else ""
-        return f"{self.vantage}->{self.target}{svc}/{self.proto}"
+        fam = f"/{self.family}" if self.family else ""
+        return f"{self.vantage}->{self.target}{svc}/{self.proto}{fam}"
 
     def __str__(self) -> str:
         return self.id
@@ -100,3 +109,21 @@ class Row:
                 seen.add(e.name)
                 out.append(e)
         return out
+
+
+def expand_families(rows: "list[Row]", families: tuple[str, ...]) -> "list[Row]":
+    """``rows`` with each ``per_family`` row repeated once per family (ids end in ``/ipv4``, ``/ipv6``).
+
+    A single-stack IPv4 run (``families == ("ipv4",)``) gets the rows unchanged, so its ids are the same as before
+    the suite knew of families."""
+    from dataclasses import replace
+
+    if tuple(families) == ("ipv4",):
+        return list(rows)
+    out = []
+    for r in rows:
+        if r.per_family and not r.family:
+            out += [replace(r, family=f) for f in families]
+        else:
+            out.append(r)
+    return out

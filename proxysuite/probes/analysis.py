@@ -156,3 +156,93 @@ def sticky(obs: Sequence[Observation]) -> tuple[bool, str]:
         (only, n), = b.items()
         return True, f"all {n} answers from {only}"
     return False, "answers spread over " + ", ".join(f"{k} {v}" for k, v in b.most_common())
+
+
+@dataclass(frozen=True)
+class FlowMove:
+    """How a flow (one source port, one observation per datagram) moved to the backends it may reach now."""
+
+    moved: bool
+    """A backend it may reach answered, and no other answered after that."""
+    gap_s: float | None
+    """Seconds from the last answer of a backend it may no longer reach (or from ``since``, when none
+    answered) to the first answer of one it may; None when it never moved or there is no reference."""
+    detail: str
+
+
+def flow_move(obs: Sequence[Observation], allowed: Iterable[str], since: float | None = None) -> FlowMove:
+    """Judge a flow across a backend change: ``allowed`` are the backends that may answer after it.
+
+    The black-hole is measured on send times (``Observation.started``), so its resolution is the flow's
+    interval. ``since`` (wall clock) is the reference when no earlier backend answered: the moment the
+    change took effect (e.g. the first endpoint was seen ready).
+    """
+    allowed = set(allowed)
+    answered = [o for o in obs if o.outcome == OK and o.backend]
+    first_new = next((i for i, o in enumerate(obs) if o.outcome == OK and o.backend in allowed), None)
+    if first_new is None:
+        return FlowMove(False, None, f"no datagram was answered by {sorted(allowed)}; {summary(obs)}")
+    before = [o for o in obs[:first_new] if o.outcome == OK and o.backend]
+    after = obs[first_new:]
+    strays = [o for o in after if o.outcome == OK and o.backend not in allowed]
+    lost = sum(1 for o in after if o.outcome != OK)
+    start = before[-1].started if before else since
+    gap = obs[first_new].started - start if start is not None else None
+    frm = (f"last answer from {before[-1].backend}" if before else "the change") if start is not None else "?"
+    text = (f"{len(obs)} datagrams, {len(answered)} answered; {frm} -> first answer from {obs[first_new].backend}"
+            + (f": {gap * 1000:.0f} ms" if gap is not None else ": no reference time")
+            + (f"; {lost} unanswered after the move" if lost else ""))
+    if strays:
+        return FlowMove(False, gap, f"{text}; then answered again by {sorted({o.backend or '' for o in strays})}")
+    return FlowMove(True, gap, text)
+# --- long-lived streams (engine.run_stream) -------------------------------------------------------------
+@dataclass
+class Stream:
+    """One connection (or UDP flow) of a long-lived stream, summarized from its exchanges."""
+
+    index: int
+    protocol: str
+    exchanges: int
+    answered: int
+    backends: list[str]
+    """Who answered, in order of first answer (one entry when the connection stayed with its backend)."""
+    errors: Counter
+    """Failed exchanges by outcome (``reset``, ``timeout``, ...)."""
+    longest_gap_ms: float
+    """Longest time without an answer: between consecutive answers, and from the last answer to the end of
+    the stream (a TCP connection that broke stays unanswered until the stream ends)."""
+    broken: str = ""
+    """Why the connection ended early (TCP: its first failure), empty when it lasted the whole stream."""
+
+    @property
+    def survived(self) -> bool:
+        """Answered throughout by one backend, never reset or refused (a lost UDP datagram alone is not a break)."""
+        hard = {k: v for k, v in self.errors.items() if not (self.protocol == "udp" and k == "timeout")}
+        return self.answered > 0 and len(self.backends) == 1 and not hard and not self.broken
+
+    def __str__(self) -> str:
+        who = " -> ".join(self.backends) or "nobody"
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))
+        return (f"#{self.index} {self.protocol}: {self.answered}/{self.exchanges} answered by {who}, longest gap "
+                f"{self.longest_gap_ms:.0f} ms" + (f", {errs}" if errs else "") + (f", broke: {self.broken}" if self.broken else ""))
+
+
+def streams(obs: Sequence[Observation]) -> list[Stream]:
+    """Per-connection summaries of a stream's exchanges (``Observation.stream`` says which connection)."""
+    end = max((o.started for o in obs), default=0.0)
+    out = []
+    for index in sorted({o.stream for o in obs if o.stream is not None}):
+        mine = [o for o in obs if o.stream == index]
+        ok_times = [o.started for o in mine if o.outcome == OK]
+        marks = [mine[0].started] + ok_times + [end]
+        gap = max((b - a for a, b in zip(marks, marks[1:])), default=0.0)
+        order: list[str] = []
+        for o in mine:
+            if o.outcome == OK and o.backend and o.backend not in order:
+                order.append(o.backend)
+        errors = Counter(o.outcome for o in mine if o.outcome != OK)
+        tcp_break = next((o for o in mine if o.outcome != OK and o.protocol == "tcp"), None)
+        broken = f"{tcp_break.outcome}: {tcp_break.error}" if tcp_break is not None else ""
+        out.append(Stream(index, mine[0].protocol if mine else "", len(mine), len(ok_times), order, errors,
+                          round(gap * 1000, 1), broken))
+    return out

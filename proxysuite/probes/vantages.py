@@ -115,17 +115,18 @@ def vantage(jig, name: str, placement: Placement | None = None, backend_pod: str
     raise ValueError(f"unknown vantage {name!r}; known: {', '.join(VANTAGES)}")
 
 
-def target(jig, svc, name: str, proto: str, placement: Placement | None = None):
-    """The :class:`~proxysuite.workloads.jig.Target` for a row's target name."""
+def target(jig, svc, name: str, proto: str, placement: Placement | None = None, family: str | None = None):
+    """The :class:`~proxysuite.workloads.jig.Target` for a row's target name (of ``family``, or the primary one)."""
     p = placement or placement_of(jig)
+    fam = {"family": family} if family else {}
     if name == "nodeport-local":
-        return jig.target(svc, "nodeport", proto, node=p.same_node())
+        return jig.target(svc, "nodeport", proto, node=p.same_node(), **fam)
     if name == "nodeport-remote":
-        return jig.target(svc, "nodeport", proto, node=p.other_node())
+        return jig.target(svc, "nodeport", proto, node=p.other_node(), **fam)
     if name == "nodeport-localhost":
-        return jig.target(svc, "nodeport-localhost", proto, node=None)
+        return jig.target(svc, "nodeport-localhost", proto, node=None, **fam)
     if name in ("clusterip", "lb", "external-ip", "clusterip-wrong-port", "clusterip-wrong-proto", "unallocated-ip"):
-        return jig.target(svc, name, proto)
+        return jig.target(svc, name, proto, **fam)
     raise ValueError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
 
 

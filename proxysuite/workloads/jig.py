@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from .. import waits
+from .. import runlocks, waits
 from ..errors import ProbeError, Unsupported
 from ..probes import analysis
 from ..probes.engine import OK, Observation, ProbeRequest
@@ -37,6 +37,9 @@ HTTP_PORT = 8080
 UDP_PORT = 8081
 CLOSED_PORT = 9999
 """Nothing listens here: a readiness probe on it never succeeds (a permanently unready backend)."""
+SERVING_GATE = "proxysuite.io/serving"
+"""Readiness gate of backends made with ``backends(gated=True)``: such a pod is Ready only while a check holds this
+condition True (:meth:`ServiceJig.set_gate`), so readiness flips without stopping, deleting or re-probing the pod."""
 APP_LABEL = "proxysuite.io/app"
 GROUP_LABEL = "proxysuite.io/group"
 
@@ -55,7 +58,7 @@ class Target:
     service: str = ""
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}/{self.proto}"
+        return f"[{self.host}]:{self.port}/{self.proto}" if ":" in self.host else f"{self.host}:{self.port}/{self.proto}"
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ class TranscriptEntry:
             cip = f" client_ip={o.client_ip}" if o.client_ip else ""
             lat = f" connect={o.connect_us:.0f}us" if o.connect_us is not None else ""
             err = f" error={o.error}" if o.error else ""
-            lines.append(f"      {o.protocol} {o.host}:{o.port} {o.outcome}{who}{cip}{lat}{err}")
+            addr = f"[{o.host}]:{o.port}" if ":" in o.host else f"{o.host}:{o.port}"
+            lines.append(f"      {o.protocol} {addr} {o.outcome}{who}{cip}{lat}{err}")
         return "\n".join(lines)
 
 
@@ -121,8 +125,18 @@ class ServiceJig:
     def node_names(self) -> list[str]:
         return [n.name for n in self._nodes]
 
-    def node_ip(self, node: str) -> str:
-        return next(n.internal_ip for n in self._nodes if n.name == node)
+    def node_ip(self, node: str, family: str | None = None) -> str:
+        """The node's (primary) InternalIP, or its InternalIP of ``family``.
+
+        :raises Unsupported: when the node has no address of ``family``."""
+        info = next(n for n in self._nodes if n.name == node)
+        if family is None:
+            return info.internal_ip
+        ip = info.ip_of(family)
+        if ip is None:
+            raise Unsupported(f"node {node} has no {family} InternalIP ({', '.join(info.internal_ips or (info.internal_ip,))})",
+                              f"run on a cluster that serves {family} (--ip-family dual or {family})")
+        return ip
 
     def labels(self, group: str | None = None) -> dict:
         out = {APP_LABEL: self.app, RUN_LABEL: self.run_id}
@@ -177,8 +191,11 @@ class ServiceJig:
 
     def backends(self, per_node: dict[str, int], *, prefix: str | None = None, ready: bool = True, grace: int = 2,
                  delay_shutdown: int = 0, extra_labels: dict | None = None,
-                 tweak: Callable[[dict], None] | None = None) -> list[str]:
-        """Create one Deployment per node (``{node: replicas}``); returns the group names. Does not wait."""
+                 tweak: Callable[[dict], None] | None = None, gated: bool = False) -> list[str]:
+        """Create one Deployment per node (``{node: replicas}``); returns the group names. Does not wait.
+
+        ``gated``: the pods carry the :data:`SERVING_GATE` readiness gate and stay unready until :meth:`set_gate`.
+        """
         prefix = prefix or ("be" if ready else "unready")
         groups = []
         for node, replicas in per_node.items():
@@ -186,6 +203,8 @@ class ServiceJig:
             group = f"{prefix}-n{idx + 1}"
             body = self.backend_deployment(group, node, replicas, ready=ready, grace=grace,
                                            delay_shutdown=delay_shutdown, extra_labels=extra_labels)
+            if gated:
+                body["spec"]["template"]["spec"]["readinessGates"] = [{"conditionType": SERVING_GATE}]
             if tweak:
                 tweak(body)
             self.apps.create_namespaced_deployment(self.namespace, body)
@@ -214,6 +233,17 @@ class ServiceJig:
 
     def ready_backends(self, group: str | None = None, node: str | None = None) -> list[str]:
         return [b.name for b in self.backend_pods(group) if b.ready and not b.terminating and (node is None or b.node == node)]
+
+    def set_gate(self, pods: Sequence[str], ready: bool) -> None:
+        """Set the :data:`SERVING_GATE` condition of gated backend pods: their Ready follows it (kubelet ANDs readiness
+        gates with the containers' readiness), the EndpointSlice controller then marks the endpoint ready/serving or not."""
+        cond = {"type": SERVING_GATE, "status": "True" if ready else "False",
+                "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        for pod in pods:
+            # A strategic merge keys conditions by type, so the kubelet's own conditions stay as they are.
+            self.core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"conditions": [cond]}},
+                                                  _content_type="application/strategic-merge-patch+json")
+        self.log("write", f"readiness gate {SERVING_GATE}={cond['status']} on {', '.join(pods)}")
 
     def wait_pods(self, group: str | None = None, ready: int | None = None) -> list[Backend]:
         """Wait until the group(s) have their replicas Running (Ready when they are meant to be)."""
@@ -250,6 +280,10 @@ class ServiceJig:
                 {"name": "udp", "port": 81, "targetPort": UDP_PORT, "protocol": "UDP"},
             ]
         spec: dict = {"type": type, "ports": list(ports), "selector": dict(selector if selector is not None else self.selector)}
+        if len(getattr(self.cluster, "ip_families", ())) > 1:
+            # On a dual-stack cluster every scenario Service has both families, so each row can run once per family;
+            # a check about ipFamilyPolicy itself sets its own in a tweak.
+            spec["ipFamilyPolicy"] = "PreferDualStack"
         return {"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": name, "namespace": self.namespace, "labels": {RUN_LABEL: self.run_id}},
                 "spec": spec}
@@ -260,7 +294,11 @@ class ServiceJig:
         body = self.service_body(name, type, ports, selector)
         if tweak:
             tweak(body)
-        created = self.core.create_namespaced_service(self.namespace, body)
+        if body["spec"].get("clusterIP"):
+            created = self.core.create_namespaced_service(self.namespace, body)
+        else:
+            with self._allocating():
+                created = self.core.create_namespaced_service(self.namespace, body)
         self.services.append(name)
         svc = self.core.api_client.sanitize_for_serialization(created)
         self._check_allocation(svc)
@@ -271,8 +309,13 @@ class ServiceJig:
     def get_service(self, name: str) -> dict:
         return self.core.api_client.sanitize_for_serialization(self.core.read_namespaced_service(name, self.namespace))
 
+    def _allocating(self):
+        """Held while the apiserver may choose a ClusterIP for us (see :mod:`proxysuite.runlocks`)."""
+        return runlocks.held(self.run_id, "clusterip")
+
     def patch_service(self, name: str, patch: dict) -> dict:
-        svc = self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service(name, self.namespace, patch))
+        with self._allocating():  # a type change (ExternalName to ClusterIP) allocates
+            svc = self.core.api_client.sanitize_for_serialization(self.core.patch_namespaced_service(name, self.namespace, patch))
         self._check_allocation(svc)
         self.log("write", f"patch service {name}: {patch}")
         return svc
@@ -282,7 +325,8 @@ class ServiceJig:
         svc = self.get_service(name)
         tweak(svc)
         svc.pop("status", None)
-        out = self.core.api_client.sanitize_for_serialization(self.core.replace_namespaced_service(name, self.namespace, svc))
+        with self._allocating():
+            out = self.core.api_client.sanitize_for_serialization(self.core.replace_namespaced_service(name, self.namespace, svc))
         self._check_allocation(out)
         self.log("write", f"replace service {name}: type {out['spec']['type']} clusterIP {out['spec'].get('clusterIP')}")
         return out
@@ -308,26 +352,50 @@ class ServiceJig:
         if spec.get("externalTrafficPolicy") == "Local" and t == "LoadBalancer" and not spec.get("healthCheckNodePort"):
             raise AssertionError(f"service {name} with externalTrafficPolicy=Local got no healthCheckNodePort")
 
-    def endpoints(self, service: str) -> list[dict]:
-        """Endpoints of the Service's EndpointSlices: {name (pod), addresses, node, ready, serving, terminating}."""
+    def endpoints(self, service: str, family: str | None = None) -> list[dict]:
+        """Endpoints of the Service's EndpointSlices: {name (pod), addresses, node, ready, serving, terminating,
+        zone, for_zones, for_nodes (the topology hints)}.
+
+        A dual-stack Service has one set of slices per address type, each listing every pod: only those of
+        ``family`` are read, or (None) those of the first of the cluster's families that has any."""
         slices = self.discovery.list_namespaced_endpoint_slice(
             self.namespace, label_selector=f"kubernetes.io/service-name={service}").items
+        types = {s.address_type for s in slices}
+        if len(types) > 1 or family is not None:
+            from ..ipfamily import k8s_name
+
+            order = [k8s_name(family)] if family else [k8s_name(f) for f in getattr(self.cluster, "ip_families", ("ipv4",))]
+            wanted = next((t for t in order if t in types), None)
+            slices = [s for s in slices if s.address_type == wanted]
         out = []
         for s in slices:
             for e in s.endpoints or []:
                 c = e.conditions
+                h = e.hints
                 out.append({"name": e.target_ref.name if e.target_ref else None, "addresses": e.addresses, "node": e.node_name,
-                            "ready": bool(c and c.ready), "serving": bool(c and c.serving), "terminating": bool(c and c.terminating)})
+                            "ready": bool(c and c.ready), "serving": bool(c and c.serving), "terminating": bool(c and c.terminating),
+                            "zone": e.zone, "for_zones": [z.name for z in (h and h.for_zones) or []],
+                            "for_nodes": [n.name for n in (h and h.for_nodes) or []]})
         return out
 
     def wait_endpoints(self, service: str, ready: int, terminating: int | None = None) -> list[dict]:
+        """Wait for the counts in the slices of every family of the Service (a dual-stack Service's two sets of
+        slices are written one after the other); returns the endpoints of its first family."""
+        families: tuple = (None,)
+        if len(getattr(self.cluster, "ip_families", ())) > 1:
+            spec = self.get_service(service).get("spec") or {}
+            families = tuple(f.lower() for f in spec.get("ipFamilies") or []) or (None,)
+
         def done():
-            eps = self.endpoints(service)
-            n_ready = sum(e["ready"] for e in eps)
-            n_term = sum(e["terminating"] for e in eps)
-            if n_ready == ready and (terminating is None or n_term == terminating):
-                return eps or [{}]
-            return None
+            first = None
+            for fam in families:
+                eps = self.endpoints(service, fam)
+                n_ready = sum(e["ready"] for e in eps)
+                n_term = sum(e["terminating"] for e in eps)
+                if not (n_ready == ready and (terminating is None or n_term == terminating)):
+                    return None
+                first = first if first is not None else eps
+            return first or [{}]
 
         what = f"service {self.namespace}/{service} has {ready} ready endpoints" + (
             f" and {terminating} terminating" if terminating is not None else "")
@@ -350,34 +418,64 @@ class ServiceJig:
         raise Unsupported(f"service {svc['metadata']['name']} has no {proto.upper()} port"
                           + (f" named {port_name}" if port_name else ""), "add the port to the scenario's Service")
 
-    def target(self, svc: dict | str, kind: str, proto: str = "tcp", node: str | None = None, port_name: str | None = None) -> Target:
-        """Resolve an address kind of ``svc``: clusterip | nodeport (on ``node``) | nodeport-localhost | lb | external-ip."""
+    @staticmethod
+    def _of_family(name: str, what: str, addresses: Sequence[str], family: str | None, spec: dict) -> str:
+        """The first of ``addresses``, or the first of ``family``; Unsupported (a skip) when there is none."""
+        from ..ipfamily import pick
+
+        ip = addresses[0] if family is None and addresses else pick(addresses, family) if family else None
+        if ip is None:
+            fams = ", ".join(spec.get("ipFamilies") or []) or "unknown"
+            raise Unsupported(f"service {name} has no {family or ''} {what} (ipFamilyPolicy "
+                              f"{spec.get('ipFamilyPolicy', 'SingleStack')}, ipFamilies {fams}): {', '.join(addresses) or 'none'}",
+                              "give the scenario's Service that family (ipFamilyPolicy PreferDualStack on a dual-stack cluster)")
+        return ip
+
+    def target(self, svc: dict | str, kind: str, proto: str = "tcp", node: str | None = None, port_name: str | None = None,
+               family: str | None = None) -> Target:
+        """Resolve an address kind of ``svc``: clusterip | nodeport (on ``node``) | nodeport-localhost | lb | external-ip.
+
+        ``family`` (``ipv4``/``ipv6``): the address of that family (``spec.clusterIPs``, the node's InternalIPs, the
+        LB ingress, ``spec.externalIPs``); None: the primary one, as before dual-stack. No address of ``family`` is
+        :class:`Unsupported` (the row skips with the reason)."""
         if isinstance(svc, str):
             svc = self.get_service(svc)
         name = svc["metadata"]["name"]
         p = self._port(svc, proto, port_name)
+        spec = svc["spec"]
+        cluster_ips = [ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None"]
+        if family is not None and kind in ("clusterip", "clusterip-wrong-port", "clusterip-wrong-proto", "unallocated-ip"):
+            cip = self._of_family(name, "cluster IP", cluster_ips, family, spec)
+            if kind == "clusterip":
+                return Target(kind, cip, p["port"], proto, service=name)
+            svc = {**svc, "spec": {**spec, "clusterIP": cip}}
         if kind == "clusterip":
             return Target(kind, svc["spec"]["clusterIP"], p["port"], proto, service=name)
         if kind in ("nodeport", "nodeport-localhost"):
             if not p.get("nodePort"):
                 raise Unsupported(f"service {name} has no nodePort", "use type NodePort or LoadBalancer")
             if kind == "nodeport-localhost":
-                host = "127.0.0.1"
+                host = "::1" if family == "ipv6" else "127.0.0.1"
             elif node is None:
                 raise ValueError(f"a nodeport target of {name} needs node=, the node whose IP to dial")
             else:
-                host = self.node_ip(node)
+                host = self.node_ip(node, family)
             return Target(kind, host, p["nodePort"], proto, node=node, service=name)
         if kind == "lb":
             svc_now = self.get_service(name)
             ingress = ((svc_now.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
             if not ingress:
                 raise Unsupported(f"service {name} has no load-balancer ingress", "the cluster needs a load-balancer controller")
+            if family is not None:
+                ip = self._of_family(name, "load-balancer ingress IP", [i["ip"] for i in ingress if i.get("ip")], family, svc_now["spec"])
+                return Target(kind, ip, p["port"], proto, service=name)
             return Target(kind, ingress[0]["ip"], p["port"], proto, service=name)
         if kind == "external-ip":
             ips = svc["spec"].get("externalIPs") or []
             if not ips:
                 raise Unsupported(f"service {name} has no externalIPs", "set spec.externalIPs in the scenario")
+            if family is not None:
+                return Target(kind, self._of_family(name, "externalIP", ips, family, spec), p["port"], proto, service=name)
             return Target(kind, ips[0], p["port"], proto, service=name)
         if kind == "clusterip-wrong-port":
             used = {q["port"] for q in svc["spec"].get("ports") or []}
@@ -394,17 +492,35 @@ class ServiceJig:
         raise ValueError(f"unknown target kind {kind!r}")
 
     def unallocated_cluster_ip(self, near: str) -> str:
-        """An address next to an allocated cluster IP (so inside the service range) that no Service holds."""
+        """An address near an allocated cluster IP, inside the same service range, that no Service holds.
+
+        The range is the smallest ServiceCIDR holding ``near`` (its /24 where the API has none); in a range with
+        no free address left that is its network or broadcast address, which the allocator never hands out.
+        """
         taken: set[str] = set()
         for s in self.core.list_service_for_all_namespaces().items:
             spec = self.core.api_client.sanitize_for_serialization(s).get("spec") or {}
             taken.update(ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None")
         base = ipaddress.ip_address(near)
-        for delta in range(97, 97 + 200):
-            cand = ipaddress.ip_address((int(base) & ~0xFF) | ((int(base) + delta) & 0xFF))
-            if str(cand) not in taken and int(cand) & 0xFF not in (0, 255):
+        net = self._service_range(base) or ipaddress.ip_network(f"{near}/{24 if base.version == 4 else 120}", strict=False)
+        size, first = net.num_addresses, int(net.network_address)
+        for delta in range(97, 97 + min(size, 200)):
+            cand = ipaddress.ip_address(first + (int(base) - first + delta) % size)
+            if str(cand) not in taken and (size <= 4 or int(cand) & 0xFF not in (0, 255)):
                 return str(cand)
         raise Unsupported(f"no unallocated address near {near}", "the service range is too full for this check")
+
+    def _service_range(self, ip) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        from kubernetes import client
+
+        try:
+            net = client.NetworkingV1Api(self.core.api_client)
+            cidrs = [c for sc in net.api_client.sanitize_for_serialization(net.list_service_cidr().items)
+                     for c in (sc.get("spec") or {}).get("cidrs") or []]
+        except client.ApiException:
+            return None  # before v1.33 the range is only in the apiserver's flags
+        holding = [n for n in map(ipaddress.ip_network, cidrs) if n.version == ip.version and ip in n]
+        return max(holding, key=lambda n: n.prefixlen, default=None)
 
     # --- vantages ----------------------------------------------------------------------------
     def client_pod_body(self, name: str, node: str) -> dict:
@@ -482,6 +598,24 @@ class ServiceJig:
             raise
         self.log("probe", f"{vantage.name} -> {target} ({target.kind}{'@' + target.node if target.node else ''}) "
                           f"x{count} ask={ask}: {analysis.summary(obs)}", obs)
+        return obs
+
+    def flow(self, vantage, target: Target, *, source_port: int, seconds: float, interval: float = 0.1,
+             until: int = 0, leaving: str = "", label: str = "") -> list[Observation]:
+        """A UDP flow: ``hostname`` datagrams from ONE fixed source port every ``interval`` for up to ``seconds``
+        (one conntrack entry for its whole life), one observation per datagram with its send time. With
+        ``until``, it stops once that many in a row were answered by a backend other than ``leaving``.
+        Thread-safe enough to run beside writes (the transcript is appended once, at the end)."""
+        req = ProbeRequest(target.host, target.port, "udp", ask="hostname", count=max(1, round(seconds / interval)),
+                           timeout=interval * 0.9, interval=interval, source_port=source_port, label=label,
+                           flow=True, flow_until=until, flow_from=leaving)
+        try:
+            obs = vantage.run([req])
+        except ProbeError as exc:
+            self.log("probe", f"{vantage.name}:{source_port} -> {target} ({target.kind}) flow: could not run: {exc}")
+            raise
+        self.log("probe", f"{vantage.name}:{source_port} -> {target} ({target.kind}{'@' + target.node if target.node else ''}) "
+                          f"flow every {interval * 1000:.0f} ms: {analysis.summary(obs)}", obs)
         return obs
 
     def wait_reachable(self, vantage, target: Target, what: str | None = None) -> None:

@@ -40,8 +40,14 @@ RESTART_SOURCES = (
 )
 
 
-def _scenario(cluster, k8s, suite_config, namespace):
-    return build_scenario(cluster, k8s, suite_config.run_id, namespace, backends={0: 2},
+pytestmark = pytest.mark.xdist_group("disruption")
+
+
+@pytest.fixture(scope="module")
+def disrupted(cluster, k8s, suite_config, scenario_namespace):
+    """One scenario for both checks, built before a check takes the exclusive lock (module fixtures are set up
+    before the function-scoped lock), so the other worker is held only for the disruption itself."""
+    return build_scenario(cluster, k8s, suite_config.run_id, scenario_namespace("disruption"), backends={0: 2},
                           services={"before": ServiceSpec("ClusterIP")}, host_clients=False)
 
 
@@ -52,9 +58,9 @@ def _require(cluster, feature):
 
 
 @check("disruption", "proxy-restart", disruptive=True)
-def test_proxy_restart(cluster, k8s, suite_config, namespace, conformance):
+def test_proxy_restart(cluster, disrupted, conformance):
     _require(cluster, "proxy_restart")
-    sc = _scenario(cluster, k8s, suite_config, namespace)
+    sc = disrupted
     jig = sc.jig
     node = jig.node_names[-1]
     row = Row("pod-other-node", "clusterip", expect=REACH, klass=EXPECTED)
@@ -77,7 +83,7 @@ def test_proxy_restart(cluster, k8s, suite_config, namespace, conformance):
 
 
 @check("disruption", "rules-flushed", disruptive=True)
-def test_rules_flushed(cluster, k8s, suite_config, namespace, conformance):
+def test_rules_flushed(cluster, disrupted, conformance):
     """Flush the proxy's rules on the client's node; traffic must come back.
 
     The check first waits FLUSH_NOTICED for the proxy to notice on its own (iptables mode watches
@@ -89,7 +95,7 @@ def test_rules_flushed(cluster, k8s, suite_config, namespace, conformance):
     flush = get_mode(cluster.mode).datapath.flush
     if not flush:
         pytest.skip(NO_FLUSH.get(cluster.mode, f"flushing rules is defined for kube-proxy iptables/nftables, not {cluster.mode}"))
-    sc = _scenario(cluster, k8s, suite_config, namespace)
+    sc = disrupted
     jig = sc.jig
     node = jig.node_names[-1]
     row = Row("pod-other-node", "clusterip", expect=REACH, klass=EXPECTED)

@@ -106,7 +106,7 @@ def empty(cluster, k8s, suite_config, scenario_namespace):
 @check("no-endpoints", "reject", rows=EMPTY_ROWS)
 def test_no_endpoints_rejects(row, empty, conformance):
     if row.vantage == "external" and row.target == "external-ip" and not empty.external_ip_routed:
-        pytest.skip("the provider does not route an externalIP range from its external client (no external_ip_cidr)")
+        pytest.skip(empty.jig.cluster.features().require("external_ips")[1])
     if empty.icmp_note:
         conformance.record.notes.append(empty.icmp_note)
     conformance.run_row(empty.jig, row, empty.svc(row.service))

@@ -31,6 +31,7 @@ from proxysuite.conformance import (
     per_mode,
 )
 from proxysuite.conformance.scenario import ServiceSpec, build_scenario, external_ip
+from proxysuite.ipfamily import families_in
 
 pytestmark = pytest.mark.xdist_group("routing")
 
@@ -50,9 +51,13 @@ EIP_NOTE = (
     "bpf_lxc.c translates it instead depends on compile-time flags: unknown. " + SOURCES
 )
 
+PER_FAMILY = ("clusterip", "nodeport-local", "nodeport-remote")
+"""Targets whose rows run once per IP family on a cluster that is not single-stack IPv4 (kube-proxy programs each
+family in its own tables: ip6tables, ``table ip6 kube-proxy``); the ids gain ``/ipv4`` or ``/ipv6``."""
+
 ROWS = [
     Row(v, t, p, expect=EIP_IN_CLUSTER if t == "external-ip" and v != "external" else REACH, klass=CLASS[t],
-        note=EIP_NOTE if t == "external-ip" and v != "external" else SOURCES)
+        note=EIP_NOTE if t == "external-ip" and v != "external" else SOURCES, per_family=t in PER_FAMILY)
     for v in ("pod-same-node", "pod-other-node", "node", "external")
     for t in ("clusterip", "nodeport-local", "nodeport-remote", "lb", "external-ip")
     for p in ("tcp", "udp")
@@ -85,5 +90,10 @@ def routing(cluster, k8s, suite_config, scenario_namespace):
 @check("routing", "to-service", rows=ROWS)
 def test_routing(row, routing, conformance):
     if row.vantage == "external" and row.target == "external-ip" and not routing.external_ip_routed:
-        pytest.skip("the provider does not route an externalIP range from its external client (no external_ip_cidr)")
+        pytest.skip(routing.jig.cluster.features().require("external_ips")[1])
+    if row.target == "nodeport-localhost" and "ipv4" not in families_in(routing.svc("web")["spec"].get("clusterIPs") or []):
+        # An IPv4 proxier never sees a Service without an IPv4 cluster IP, and localhost NodePorts do not exist
+        # for IPv6 ("localhost NodePorts are not supported on IPv6", pkg/proxy/iptables/proxier.go).
+        pytest.skip("127.0.0.1:NodePort is IPv4-only (route_localnet) and the Service has no IPv4 family on this "
+                    "single-stack IPv6 cluster; kube-proxy never serves NodePorts on ::1")
     conformance.run_row(routing.jig, row, routing.svc("web"))
