@@ -13,7 +13,7 @@ conformance: bootstrap
 
 ## test: the project's own tests (providers, probes, reports; brings up real local clusters)
 test: bootstrap
-	$(PYTEST) tests -p no:cacheprovider
+	$(PYTEST) tests -p no:cacheprovider --durations=25
 
 ## lint: ruff and mypy on the library (settings in pyproject.toml, versions in constraints.txt)
 lint: bootstrap

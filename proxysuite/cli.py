@@ -5,15 +5,17 @@
     proxysuite cluster status [...] [-o text|json]
     proxysuite cluster env    [...]        # prints `export KUBECONFIG=...`
     proxysuite cluster list   [-o text|json]   # clusters of every provider on this machine, with owner and health
+    proxysuite cluster migrate --to-mode nftables [--cluster-name NAME] [-o text|json]   # switch a running cluster's proxy mode
     proxysuite janitor        [--all]      # removes what crashed runs left behind
     proxysuite images         [--provider kind] [--mode M] [--proxy-manifest PATH]   # every image the suite pulls
     proxysuite version        [-o text|json]
     proxysuite kind setup-engine | build-node-image | stop-engine   # kind where it is missing (no Docker, no registry)
     proxysuite perf run       [cluster options] [--scales 100,1k,5k,10k] ...   # the perf sweep outside pytest
     proxysuite report compare-modes RESULTS... [-o DIR]
+    proxysuite alerts render  [--stale-seconds 300 ...] [-o FILE]   # Prometheus alerting rules (docs/alerts.md)
 
 Exit codes: 0 ok, 1 ``cluster status``/``env`` of a cluster that does not exist, 2 bad input or unusable
-environment (one line naming the fix), 3 unsupported here.
+environment (one line naming the fix), 3 unsupported here, 4 ``cluster migrate`` left the old mode's rules on a node.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         return cmd_cluster_list(args)
+    if args.action == "migrate":
+        return cmd_cluster_migrate(args)
     cfg = _config(args)
     provider = get_provider(cfg.provider)
     if args.action == "up":
@@ -91,6 +95,41 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         raise SuiteError(f"no {cfg.provider} cluster named {cfg.name}", f"run `proxysuite cluster up --provider {cfg.provider} --mode {cfg.mode}` first")
     print(f"export KUBECONFIG={st['kubeconfig']}")
     return 0
+
+
+def cmd_cluster_migrate(args: argparse.Namespace) -> int:
+    """Switch a running cluster's proxy to ``--to-mode`` node by node, then audit every node for the old mode's rules."""
+    from .cluster import get_provider
+    from .migration import rules
+
+    if not args.to_mode:
+        raise SuiteError("cluster migrate needs the mode to switch to", "pass --to-mode iptables|nftables")
+    cfg = _config(args)
+    provider = get_provider(cfg.provider)
+    st = provider.status(cfg)
+    if not st.get("exists"):
+        raise SuiteError(f"no {cfg.provider} cluster named {cfg.name}", "name a running cluster with --cluster-name (see `proxysuite cluster list`)")
+    # Reuse it as it runs now: its current mode and node count, whatever --mode and --nodes say.
+    cfg = cfg.with_(cluster_name=cfg.name, mode=st.get("mode") or cfg.mode, nodes=len(st.get("nodes") or []) or cfg.nodes)
+    if cfg.mode == args.to_mode:
+        raise SuiteError(f"cluster {cfg.name} already runs {cfg.mode}", "pass another --to-mode")
+    cl = provider.up(cfg, progress=progress)
+    try:
+        switches = cl.migrate_proxy(args.to_mode, progress=progress)
+        doc: dict = {"cluster": cl.name, "provider": cl.provider, "from_mode": cfg.mode, "to_mode": cl.mode,
+                     "nodes": [{"node": s.node, "restart_to_first_sync_ms": round((s.synced - s.stopped) * 1000, 1)} for s in switches]}
+        ok, why = cl.features().require("node_exec")
+        if ok:
+            audits = [rules.audit(cl, n.name) for n in cl.nodes()]
+            doc["stale_rules"] = {a.node: rules.stale_after(a, cl.mode) for a in audits}
+            doc["known_leftovers"] = {a.node: a.known_leftovers() for a in audits if a.known_leftovers()}
+        else:
+            doc["stale_rules"] = f"not audited: {why}"
+    finally:
+        cl.close()
+    _emit(doc, args.output)
+    stale = doc["stale_rules"]
+    return 4 if isinstance(stale, dict) and any(stale.values()) else 0
 
 
 def cluster_list() -> dict:
@@ -131,12 +170,15 @@ def cmd_cluster_list(args: argparse.Namespace) -> int:
 
 
 def cmd_janitor(args: argparse.Namespace) -> int:
+    from . import runlocks
     from .cluster import get_provider
 
     for name in PROVIDERS:
         result = get_provider(name).janitor(progress=progress, everything=args.all)
         if "skipped" in result:
             progress(f"janitor: {name}: {result['skipped']}")
+    if swept := runlocks.sweep():
+        progress(f"janitor: removed {swept} lock file(s) of finished runs from {runlocks.LOCK_DIR}")
     return 0
 
 
@@ -193,12 +235,16 @@ def cmd_perf(args: argparse.Namespace, rest: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="proxysuite", description="Kubernetes Service proxy conformance and performance suite",
                                  epilog="exit codes: 0 ok, 1 no such cluster (status/env), 2 bad input (one line naming the fix), "
-                                        "3 unsupported here")
+                                        "3 unsupported here, 4 cluster migrate left the old mode's rules on a node")
     sub = ap.add_subparsers(dest="command", required=True)
     cl = sub.add_parser("cluster", help="bring a cluster up or down, show it, print its KUBECONFIG, list every cluster")
-    cl.add_argument("action", choices=("up", "down", "status", "env", "list"),
+    cl.add_argument("action", choices=("up", "down", "status", "env", "list", "migrate"),
                     help="up: create or reuse; down: remove; status: health and facts; env: print export KUBECONFIG=...; "
-                         "list: clusters of every provider on this machine (the cluster options are ignored)")
+                         "list: clusters of every provider on this machine (the cluster options are ignored); "
+                         "migrate: switch the running cluster's proxy to --to-mode node by node (docs/migration.md)")
+    cl.add_argument("--to-mode", default=None,
+                    help="migrate: the proxy mode to switch to (local: iptables or nftables); the cluster is found by --cluster-name, "
+                         "or by --mode as the default name; exit 4 when the old mode's rules are left on a node")
     _add_cluster_options(cl)
     _add_output(cl)
     jan = sub.add_parser("janitor", help="remove namespaces, processes and state that crashed runs left")
@@ -216,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cluster.kindsetup import cli as kind_cli
 
     kind_cli.add_parser(sub)
+    from . import alerts
+
+    alerts.add_parser(sub)
     return ap
 
 
@@ -241,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             from .cluster.kindsetup import cli as kind_cli
 
             return kind_cli.run(args)
+        if args.command == "alerts":
+            from . import alerts
+
+            return alerts.run(args)
         return cmd_report(args, rest)
     except Unsupported as exc:
         print(f"proxysuite: unsupported here: {exc}", file=sys.stderr)

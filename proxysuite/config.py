@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .cluster.base import PROVIDERS as PROVIDER_REGISTRY
 from .errors import SuiteError
+from .ipfamily import CHOICES as IP_FAMILIES, check_choice as check_ip_family
 from .modes import MODES, get_mode
 
 PROVIDERS = tuple(PROVIDER_REGISTRY)
@@ -72,6 +73,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("keep-cluster", "leave the cluster running after the test session", False, type=bool, flag=True),
     Option("api-port", "loopback port of the local apiserver relay (0 = pick a free port)", 0, type=int),
     Option("reports-dir", "where reports, matrices and forensics are written", "reports"),
+    Option("iptables-backend", "local, --mode iptables: the iptables backend kube-proxy uses, nft or legacy (its node's "
+           "kube-proxy gets the matching iptables-nft / iptables-legacy tools first on its PATH; the host's "
+           "alternatives are never changed); default: whatever `iptables` is on this host", None, ("nft", "legacy")),
+    Option("ip-family", "IP families of the cluster: ipv4 (single-stack), ipv6 (single-stack) or dual (dual-stack, IPv4 "
+           "primary). local: addresses, Service CIDRs, pods and kube-proxy of those families; kind: networking.ipFamily; "
+           "existing: rows of a family the cluster does not serve skip. On a cluster that is not single-stack IPv4 the "
+           "family-independent rows run once per family (ids end in /ipv4, /ipv6)", "ipv4", IP_FAMILIES),
 )
 
 
@@ -96,6 +104,10 @@ class SuiteConfig:
     keep_cluster: bool = False
     api_port: int = 0
     reports_dir: str = "reports"
+    iptables_backend: str | None = None
+    """``nft`` | ``legacy`` | None (the host's ``iptables``): which iptables tools the local kube-proxy execs."""
+    ip_family: str = "ipv4"
+    """``ipv4`` | ``ipv6`` | ``dual`` (see :mod:`proxysuite.ipfamily`)."""
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
     """Short id stamped on everything this run creates (namespaces, processes, files)."""
 
@@ -103,6 +115,7 @@ class SuiteConfig:
         if self.provider not in PROVIDERS:
             raise SuiteError(f"unknown provider {self.provider!r}", f"use --provider one of {', '.join(PROVIDERS)}")
         get_mode(self.mode)
+        check_ip_family(self.ip_family)
         if not 1 <= self.nodes <= 20:
             raise SuiteError(f"--nodes {self.nodes} is out of range", "use 1 to 20 nodes")
         if self.mode == "custom" and self.provider == "local" and not self.proxy_cmd:
@@ -114,6 +127,12 @@ class SuiteConfig:
                 (self.proxy_health.startswith("exec:") and self.proxy_health[5:].strip())):
             raise SuiteError(f"--proxy-health {self.proxy_health!r} is not one of kube-proxy, none, exec:COMMAND",
                              "pass --proxy-health kube-proxy|none|exec:'my-check --node {node}'")
+        if self.iptables_backend is not None:
+            if self.iptables_backend not in ("nft", "legacy"):
+                raise SuiteError(f"--iptables-backend {self.iptables_backend!r} is not nft or legacy", "pass --iptables-backend nft|legacy")
+            if self.provider != "local" or self.mode != "iptables":
+                raise SuiteError(f"--iptables-backend chooses the tools of the local provider's kube-proxy in iptables mode, "
+                                 f"not --provider {self.provider} --mode {self.mode}", "drop --iptables-backend, or use --provider local --mode iptables")
         if self.proxy_cmd and self.mode != "custom":
             raise SuiteError("--proxy-cmd replaces kube-proxy, so it only goes with --mode custom", "add --mode custom")
 

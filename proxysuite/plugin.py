@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from . import runlocks, waits
 from .config import OPTIONS, SuiteConfig, default_state_root
 from .errors import SuiteError, Unsupported
 from .runscope import RUN_LABEL, namespace_labels, namespace_name, new_run_id, progress
@@ -35,6 +36,7 @@ MARKERS = {
     "perf": "performance measurements; not part of the default test command",
     "slow": "takes more than a minute",
     "disruptive": "restarts the proxy or flushes its rules; runs serially",
+    "migration": "switches a running cluster's proxy mode under traffic (suites/migration; one process: -p no:xdist)",
 }
 
 __all__ = ["RUN_LABEL", "namespace_name", "suite_config_of"]
@@ -49,11 +51,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         else:
             group.addoption(f"--{opt.name}", dest=dest, default=None, type=opt.type, help=opt.help_text())
         parser.addini(dest, opt.help, default=None)
+    group.addoption("--programming-wait", dest="proxysuite_programming_wait", type=float, default=None, metavar="SECONDS",
+                    help=f"ceiling of every wait for the proxy to program a change (PROXY_PROGRAMMED: a row's wait until its "
+                         f"target answers once, a scenario's barrier, a change settling; default {waits.PROXY_PROGRAMMED.seconds:g}); "
+                         "lower it to fail fast against a proxy you know is broken: one that programs within it gets the same verdicts")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    if config.getoption("proxysuite_programming_wait", None) is not None:
+        try:
+            waits.set_ceiling("PROXY_PROGRAMMED", config.getoption("proxysuite_programming_wait"))
+        except ValueError as exc:
+            raise pytest.UsageError(f"--programming-wait: {exc}") from None
     # The catalogue's hooks (matrix, forensics, xdist grouping) must be active in the xdist controller too,
     # whichever directory pytest was pointed at.
     config.pluginmanager.import_plugin("proxysuite.conformance.plugin")
@@ -161,7 +172,7 @@ def suite_config(pytestconfig: pytest.Config) -> SuiteConfig:
 
 
 @pytest.fixture(scope="session")
-def cluster(suite_config: SuiteConfig, pytestconfig: pytest.Config):
+def cluster(suite_config: SuiteConfig, pytestconfig: pytest.Config, request: pytest.FixtureRequest):
     """The cluster under test. Unsupported modes/providers skip every test that uses it, with the reason."""
     from filelock import FileLock
 
@@ -181,7 +192,13 @@ def cluster(suite_config: SuiteConfig, pytestconfig: pytest.Config):
     except Unsupported as exc:
         pytest.skip(str(exc))
     except SuiteError as exc:
-        pytest.exit(f"proxysuite: {exc}", returncode=4)
+        if not worker:
+            pytest.exit(f"proxysuite: {exc}", returncode=4)
+        # pytest.exit inside an xdist worker kills it mid-item, and the controller reports only an INTERNALERROR
+        # about a crashed item: the reason is lost. Stopping the worker's session after this item instead makes
+        # the controller end the run with "Interrupted: proxysuite: <reason>".
+        request.session.shouldstop = f"proxysuite: {exc}"
+        pytest.fail(f"proxysuite: {exc}", pytrace=False)
     if cl.created:
         # Only a cluster this session created is torn down at its end; a reused one belongs to someone else.
         created_marker = state_root / f".session-{suite_config.run_id}-{suite_config.provider}-{suite_config.name}"
@@ -195,6 +212,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if getattr(config, "workerinput", None) is not None:
         return
+    runlocks.remove(_run_id(config))
     markers = list(default_state_root().glob(f".session-{_run_id(config)}-*"))
     if not markers:
         return

@@ -20,7 +20,7 @@ value the condition returned when it was not simply False.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -71,6 +71,14 @@ FLUSH_NOTICED = Wait(
     "after this ceiling the check triggers a sync with a change instead",
 )
 
+STREAM_GAP = Wait(
+    "STREAM_GAP", 3.0, 0.1,
+    "one established connection's exchanges (one every 0.1 s) across a disruption: a busy two-core machine "
+    "stalling the client or the backend, a TCP retransmission (200 ms minimum RTO), a restarted proxy's first "
+    "sync; not a wait but the longest gap a connection may show and still count as unbroken (the measured gap "
+    "is recorded)",
+)
+
 
 class WaitTimeout(AssertionError):
     """A wait reached its ceiling. An AssertionError so pytest reports it as a failure, not an error."""
@@ -113,3 +121,13 @@ def wait_until(wait: Wait, condition: Callable[[], T], what: str, on_attempt: Ca
                 f"{attempts} attempts, last result: {last!r}"
             )
         time.sleep(wait.poll)
+
+
+def set_ceiling(name: str, seconds: float) -> None:
+    """Give the wait called ``name`` another ceiling in this process (``pytest --programming-wait``)."""
+    wait = globals().get(name)
+    if not isinstance(wait, Wait):
+        raise ValueError(f"no wait named {name!r}")
+    if not seconds > 0:
+        raise ValueError(f"a ceiling of {seconds:g}s never lets {name} succeed: give a positive number of seconds")
+    globals()[name] = replace(wait, seconds=seconds)

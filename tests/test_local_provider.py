@@ -15,9 +15,8 @@ import pytest
 from kubernetes import client, config as kconfig
 
 from proxysuite.cluster.local import provider
-from proxysuite.config import SuiteConfig
 from proxysuite.probes.engine import OK, ProbeRequest
-from support import wait_for
+from support import local_cluster, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root")]
 
@@ -27,13 +26,8 @@ GRACE = 15  # seconds; netexec's --delay-shutdown keeps the process serving past
 
 @pytest.fixture(scope="module", params=["iptables", "nftables"])
 def local(request):
-    cfg = SuiteConfig(provider="local", mode=request.param, nodes=2, cluster_name=f"pstest-{request.param}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
-    started = time.monotonic()
-    cl = provider.up(cfg, progress=lambda m: print(f"[up] {m}"), owner_pid=os.getpid())
-    print(f"bring-up of {cfg.name}: {time.monotonic() - started:.1f}s (created={cl.created})")
-    yield cl
-    cl.close()
-    provider.down(cfg, progress=print)
+    with local_cluster(request.param, mode=request.param, nodes=2) as cl:
+        yield cl
 
 
 @pytest.fixture(scope="module")

@@ -90,8 +90,8 @@ def _kind_cluster(tmp_path) -> KindCluster:
 
 def test_each_provider_gives_a_reason_for_every_missing_feature(tmp_path, stand_ins):
     stand_ins([])  # kubectl answers 0 with no output: kube-dns "exists"
-    bare = object.__new__(LocalCluster)  # features() reads only the state's --proxy-health
-    bare.state = SimpleNamespace(proxy_health="kube-proxy")
+    bare = object.__new__(LocalCluster)  # features() reads only the state's --proxy-health and mode
+    bare.state = SimpleNamespace(proxy_health="kube-proxy", mode="iptables")
     local = bare.features()
     kind = _kind_cluster(tmp_path).features()
     existing = ExistingCluster(SuiteConfig(provider="existing", run_id="abc123"), str(tmp_path / "kubeconfig")).features()
@@ -102,6 +102,8 @@ def test_each_provider_gives_a_reason_for_every_missing_feature(tmp_path, stand_
     assert local.require("load_generation") == (True, "")
     assert "no network namespace on this machine" in kind.require("load_generation")[1]
     assert "--provider local" in existing.require("load_generation")[1]
+    assert local.require("proxy_migration") == kind.require("proxy_migration") == (True, "")
+    assert "does not own" in existing.require("proxy_migration")[1]
 
 
 def test_missing_capabilities_raise_unsupported_with_the_features_reason(tmp_path):

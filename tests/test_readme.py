@@ -106,8 +106,8 @@ def test_options_table_defaults_match_config():
 
 @lru_cache(maxsize=None)
 def pytest_flags() -> frozenset[str]:
-    # Both suites on the command line, so their conftest options (--perf-scales, ...) are registered too.
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "suites/conformance", "suites/perf", "--help"],
+    # Every suite on the command line, so their conftest options (--perf-scales, --migrate-to, ...) are registered too.
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "suites/conformance", "suites/perf", "suites/migration", "--help"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return frozenset(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", proc.stdout))
@@ -206,6 +206,10 @@ NOT_HERE = {
     ("conformance.md", ".github/workflows/k8s-kind-network-e2e.yaml"): "Cilium's repository, cited as a source",
     ("extending.md", "proxysuite/cluster/minikube.py"): "the example of a provider you would add",
     ("kind-offline.md", "proxysuite/kind-node"): "the name of the node image the build tags, not a path",
+    ("kind-offline.md", "proxysuite/cilium"): "the name of the agent image build-cilium tags, not a path",
+    ("kind-offline.md", "proxysuite/cilium-operator-generic"): "the name of the operator image build-cilium tags",
+    ("cilium.md", "proxysuite/cilium"): "the name of the agent image build-cilium tags, not a path",
+    ("cilium.md", "proxysuite/cilium-operator-generic"): "the name of the operator image build-cilium tags",
 }
 
 

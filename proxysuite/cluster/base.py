@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import abc
 import importlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import SuiteError, Unsupported
@@ -52,7 +52,16 @@ Progress = Callable[[str], None]
 class NodeInfo:
     name: str
     internal_ip: str
+    """The primary InternalIP (the first one in the Node's status)."""
     pod_cidr: str | None = None
+    internal_ips: tuple[str, ...] = ()
+    """Every InternalIP, primary first (one per family on a dual-stack node); empty means just ``internal_ip``."""
+
+    def ip_of(self, family: str) -> str | None:
+        """The InternalIP of ``family`` (``ipv4``/``ipv6``), or None when the node has none."""
+        from ..ipfamily import pick
+
+        return pick(self.internal_ips or (self.internal_ip,), family)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,21 @@ class Vantage:
     source_ip: str
     """The address packets leave with (before any SNAT)."""
     runner: Callable[[list[ProbeRequest]], list[Observation]] = field(repr=False, compare=False)
+    source_ips: tuple[str, ...] = ()
+    """Every address the vantage has, one per family, primary first (empty: just ``source_ip``)."""
+
+    def for_family(self, family: str) -> "Vantage":
+        """This vantage as seen by a probe of ``family``: ``source_ip`` is its address of that family.
+
+        :raises Unsupported: when the vantage has no address of ``family``.
+        """
+        from ..ipfamily import pick
+
+        ip = pick(self.source_ips or (self.source_ip,), family)
+        if ip is None:
+            raise Unsupported(f"{self.name} has no {family} address (it has {', '.join(self.source_ips or (self.source_ip,))})",
+                              f"run on a cluster with --ip-family dual or {family}")
+        return self if ip == self.source_ip else replace(self, source_ip=ip)
 
     def run(self, requests: list[ProbeRequest]) -> list[Observation]:
         return self.runner(requests)
@@ -82,6 +106,9 @@ class Features:
 
     load_balancer: bool = False
     """LoadBalancer Services get an address reachable from pods, nodes and the external client."""
+    lb_via_proxy: bool = True
+    """Traffic to a LoadBalancer address meets the proxy's own LoadBalancer rules (not a forwarder in front of it
+    that hits NodePorts, as cloud-provider-kind's Envoy does), so rows probing that address judge the proxy."""
     external_client: bool = False
     """A client outside the cluster on the nodes' network (:meth:`Cluster.external_vantage`)."""
     external_ips: bool = False
@@ -101,6 +128,10 @@ class Features:
     proxy_health_endpoints: bool = True
     """The proxy serves kube-proxy's /healthz, /livez (``Datapath.healthz_port``) and /metrics, /proxyMode
     (``Datapath.metrics_port``)."""
+    proxy_migration: bool = False
+    """:meth:`Cluster.migrate_proxy` switches the running proxy's mode node by node, as the provider's runbook does
+    (local: restart each node's kube-proxy with the new mode; kind: the kube-proxy ConfigMap's ``mode`` and a
+    rollout restart of its DaemonSet)."""
     reasons: dict[str, str] = field(default_factory=dict)
     """Why a feature is missing, keyed by feature name."""
 
@@ -150,8 +181,23 @@ class Cluster(abc.ABC):
     created: bool = True
     """Whether this process brought the cluster up. Only such a cluster is taken down when the pytest
     session or ``perf run`` ends; a reused one belongs to whoever started it."""
+    proxy_restart_seconds: float = 3.0
+    """About how long :meth:`restart_proxy` plus the proxy's first sync take here: a hint for checks whose traffic
+    must outlast a restart (sized from it), never a ceiling (waits.PROXY_RECOVERY is)."""
     external_ip_cidr: str | None = None
     """A range the external client routes to the nodes, for Service externalIPs (set iff ``features().external_ips``)."""
+    external_ip_cidrs: tuple[str, ...] = ()
+    """One such range per family the cluster serves, primary first (empty: just ``external_ip_cidr``)."""
+    ip_families: tuple[str, ...] = ("ipv4",)
+    """The IP families the cluster serves (Service CIDRs, node and pod addresses), primary first: ``ipv4``,
+    ``ipv6``. A row of a family not listed here skips with :meth:`family_reason`."""
+
+    def family_reason(self, family: str) -> str | None:
+        """None when the cluster serves ``family``, else why a row of that family cannot run here."""
+        if family in self.ip_families:
+            return None
+        return (f"the cluster serves {' and '.join(self.ip_families) or 'no family the suite recognised'}, not {family} "
+                f"(provider {self.provider})")
 
     # --- topology -----------------------------------------------------------------
     @abc.abstractmethod
@@ -202,6 +248,15 @@ class Cluster(abc.ABC):
         """Restart the proxy on ``node`` and return once it serves again (feature ``proxy_restart``)."""
         raise self._unavailable("proxy_restart")
 
+    def migrate_proxy(self, to_mode: str, progress: Progress = lambda _m: None) -> "list[ProxySwitch]":
+        """Switch the running proxy to ``to_mode`` one node at a time, each node serving its first sync in the new
+        mode before the next one starts (feature ``proxy_migration``); afterwards :attr:`mode` is ``to_mode``.
+
+        :raises Unsupported: when the provider cannot, or cannot run ``to_mode``;
+            :class:`~proxysuite.errors.SuiteError` when a node's proxy does not come back.
+        """
+        raise self._unavailable("proxy_migration")
+
     def proxy_children_cpu_seconds(self, node: str) -> float:
         """CPU seconds spent by the proxy's exited children (iptables-restore, nft) since it started.
 
@@ -222,6 +277,28 @@ class Cluster(abc.ABC):
     # --- lifecycle -------------------------------------------------------------------
     def close(self) -> None:
         """Release client-side resources; does not delete the cluster."""
+
+
+@dataclass(frozen=True)
+class ProxySwitch:
+    """One node's step of :meth:`Cluster.migrate_proxy`; times are wall-clock seconds (``time.time()``)."""
+
+    node: str
+    from_mode: str
+    to_mode: str
+    stopped: float
+    """The old proxy was told to stop (local: SIGTERM; kind: the rollout deleted its pod)."""
+    started: float
+    """The new proxy process or pod started."""
+    synced: float
+    """The new proxy's first completed sync (``kubeproxy_sync_proxy_rules_last_timestamp_seconds``)."""
+    serving: float
+    """The suite saw ``/proxyMode`` answer ``to_mode`` and that sync."""
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -87,6 +88,7 @@ class ExistingCluster(KubectlCluster):
                          run_id=config.run_id)
         self.detection = detection
         self._features: Features | None = None
+        self._families: tuple[str, ...] | None = None
 
     def features(self) -> Features:
         if self._features is None:
@@ -95,13 +97,15 @@ class ExistingCluster(KubectlCluster):
                                    "run this check on --provider kind or local",
                 "node_exec": "the existing provider does not exec on your nodes (it would need privileged host access it does not ask for)",
                 "proxy_restart": "the existing provider never restarts the proxy of a cluster it does not own",
+                "proxy_migration": "the existing provider never changes the proxy mode of a cluster it does not own; run the "
+                                   "runbook yourself (kube-proxy ConfigMap mode, rollout restart; docs/migration.md) and then the catalogue",
                 "external_ips": "the existing provider has no external client to route an externalIP range from",
                 "proxy_children_cpu": "the existing provider cannot see the proxy's process on your nodes",
                 "load_generation": "the existing provider's clients run on your nodes, not in a network namespace on this machine; "
                                    "the perf load phase runs on --provider local",
                 "load_balancer": "the existing provider does not assume a LoadBalancer implementation (set "
                                  "PROXYSUITE_EXISTING_LOAD_BALANCER=1 if yours assigns addresses reachable from pods and nodes); "
-                                 "LoadBalancer checks also run on --provider kind (cloud-provider-kind)",
+                                 "LoadBalancer checks also run on --provider kind and local (their own LB through the proxy under test)",
             }
             dns = self.kubectl.run("get", "service", "-n", "kube-system", "kube-dns", "-o", "name", check=False).returncode == 0
             if not dns:
@@ -113,6 +117,15 @@ class ExistingCluster(KubectlCluster):
                                       cluster_dns=dns, udp=True, reasons=reasons)
         return self._features
 
+    # A property here: detecting the families needs the API, so it waits for first use.
+    @property
+    def ip_families(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The families the cluster serves: its ServiceCIDR objects' CIDRs (networking.k8s.io/v1, 1.33+), else the
+        families of the ``kubernetes`` Service's clusterIPs, else those of the nodes' InternalIPs."""
+        if self._families is None:
+            self._families = detect_ip_families(self.kubectl.run, self.all_nodes)
+        return self._families
+
     def proxy_logs(self, node: str, tail: int = 200) -> str:
         selector = "k8s-app=cilium" if self.mode == "cilium" else "k8s-app=kube-proxy"
         pod = self.kube_system_pod(node, selector)
@@ -120,6 +133,35 @@ class ExistingCluster(KubectlCluster):
             return f"(no pod with {selector} on {node} in kube-system)"
         proc = self.kubectl.run("logs", "-n", "kube-system", pod, f"--tail={tail}", "--all-containers", check=False)
         return proc.stdout or proc.stderr
+
+
+def detect_ip_families(run: Callable[..., subprocess.CompletedProcess], all_nodes: Callable[[], list]) -> tuple[str, ...]:
+    """Families of a running cluster, primary first. ``run`` is :meth:`Kubectl.run` (argv → CompletedProcess)."""
+    import json
+
+    from ..ipfamily import families_in
+
+    proc = run("get", "servicecidrs.networking.k8s.io", "-o", "json", check=False)
+    if proc.returncode == 0:
+        try:
+            items = json.loads(proc.stdout).get("items") or []
+        except ValueError:
+            items = []
+        # The apiserver's own ServiceCIDR is named "kubernetes" and lists the primary family first.
+        items.sort(key=lambda i: (i.get("metadata") or {}).get("name") != "kubernetes")
+        found = families_in(c for i in items for c in (i.get("spec") or {}).get("cidrs") or [])
+        if found:
+            return found
+    proc = run("get", "service", "-n", "default", "kubernetes", "-o", "json", check=False)
+    if proc.returncode == 0:
+        try:
+            spec = json.loads(proc.stdout).get("spec") or {}
+        except ValueError:
+            spec = {}
+        found = families_in(spec.get("clusterIPs") or [spec.get("clusterIP")])
+        if found:
+            return found
+    return families_in(ip for n in all_nodes() for ip in (n.internal_ips or (n.internal_ip,)))
 
 
 def _get_configmap(kubectl: Kubectl) -> Callable[[str, str], dict | None]:

@@ -160,7 +160,8 @@ def exec_budget(requests: Sequence[ProbeRequest]) -> float:
     """Seconds one exec of ``requests`` may take: each probe's worst case (connect + two replies) plus pauses, plus slack."""
     total = 0.0
     for r in requests:
-        total += r.count * (3 * r.timeout + r.interval)
+        # A stream's connections run at once for r.stream seconds; its last exchange may take a timeout more.
+        total += r.stream + 3 * r.timeout if r.stream else r.count * (3 * r.timeout + r.interval)
     return total + EXEC_SLACK
 
 
@@ -306,6 +307,14 @@ def delete_run_namespaces(kubectl: Kubectl, run_id: str, progress: Callable[[str
         except ProbeError as exc:
             if progress:
                 progress(f"could not delete namespace {name}: {exc}")
+    # The one cluster-scoped kind a run creates (suites/conformance/test_service_cidrs.py) carries the same label;
+    # a cluster without the ServiceCIDR API just answers with an error, which changes nothing.
+    try:
+        kubectl.run("delete", "servicecidrs.networking.k8s.io", "-l", f"{RUN_LABEL}={run_id}", "--ignore-not-found",
+                    "--wait=false", check=False)
+    except ProbeError as exc:
+        if progress:
+            progress(f"could not delete this run's ServiceCIDRs: {exc}")
     return names
 
 
@@ -314,9 +323,10 @@ def parse_nodes(doc: dict) -> list[tuple[NodeInfo, bool, list[dict]]]:
     out = []
     for item in sorted(doc.get("items", []), key=lambda n: n["metadata"]["name"]):
         meta, spec, status = item["metadata"], item.get("spec", {}), item.get("status", {})
-        ip = next((a["address"] for a in status.get("addresses", []) if a.get("type") == "InternalIP"), "")
+        ips = tuple(a["address"] for a in status.get("addresses", []) if a.get("type") == "InternalIP")
         is_cp = CONTROL_PLANE_LABEL in meta.get("labels", {})
-        out.append((NodeInfo(meta["name"], ip, spec.get("podCIDR")), is_cp, spec.get("taints", []) or []))
+        out.append((NodeInfo(meta["name"], ips[0] if ips else "", spec.get("podCIDR"), internal_ips=ips), is_cp,
+                    spec.get("taints", []) or []))
     return out
 
 
@@ -417,16 +427,19 @@ class KubectlCluster(Cluster):
         node = spec.get("nodeName")
         host = bool(spec.get("hostNetwork"))
         source_ip = status.get("podIP", "")
+        source_ips = tuple(i.get("ip") for i in status.get("podIPs") or [] if i.get("ip"))
         if self.transport() == "proxy" and PROBE_PORT_ANNOTATION not in ((doc.get("metadata") or {}).get("annotations") or {}):
             doc = self.companion(namespace, pod, doc)
             source_ip = (doc.get("status") or {}).get("podIP", source_ip)
+            source_ips = tuple(i.get("ip") for i in (doc.get("status") or {}).get("podIPs") or [] if i.get("ip"))
         call = self.pod_runner(namespace, doc["metadata"]["name"], container, doc)
         where = f"pod {namespace}/{pod}"
 
         def runner(requests: list[ProbeRequest]) -> list[Observation]:
             return parse_observations(call([asdict(r) for r in requests], exec_budget(requests), where))
 
-        return Vantage(name=f"{pod}@{node}", kind="node" if host else "pod", node=node, source_ip=source_ip, runner=runner)
+        return Vantage(name=f"{pod}@{node}", kind="node" if host else "pod", node=node, source_ip=source_ip, runner=runner,
+                       source_ips=source_ips)
 
     def companion(self, namespace: str, pod: str, doc: dict) -> dict:
         """For the ``proxy`` transport: a probe-server pod standing in for client pod ``pod`` (same node, same
@@ -485,7 +498,8 @@ class KubectlCluster(Cluster):
         except ProbeError as exc:
             raise ProbeError(
                 f"node vantage pod {ns}/{pod} on {node} was not Ready within {VANTAGE_POD_READY_TIMEOUT}s ({exc}); "
-                f"check that node {node} can pull {self.client_image}"
+                f"check that node {node} can pull {self.client_image}, or set PROXYSUITE_CLIENT_IMAGE to an image with "
+                "python3 that it has (an offline kind node: proxysuite.local/client:<hash>, see `crictl images` on the node)"
             ) from None
         self._host_pods[node] = pod
         return ns, pod
@@ -494,7 +508,8 @@ class KubectlCluster(Cluster):
         """Packets from the node's own network namespace (a hostNetwork pod pinned to ``node``)."""
         ns, pod = self.host_pod(node)
         vantage = self.pod_vantage(ns, pod, "client")
-        return Vantage(name=node, kind="node", node=node, source_ip=vantage.source_ip, runner=vantage.runner)
+        return Vantage(name=node, kind="node", node=node, source_ip=vantage.source_ip, runner=vantage.runner,
+                       source_ips=vantage.source_ips)
 
     # --- the proxy ------------------------------------------------------------------------
     def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:

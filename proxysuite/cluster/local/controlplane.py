@@ -76,7 +76,10 @@ def write_pki(st: ClusterState) -> None:
     a = st.addressing
     sans = [x509.DNSName(n) for n in ("kubernetes", "kubernetes.default", "kubernetes.default.svc",
                                      "kubernetes.default.svc.cluster.local", "localhost")]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in (a.cp_ip, a.service_vip, "127.0.0.1")]
+    ips = [a.cp_ip, a.service_vip, "127.0.0.1"]
+    if st.families != ("ipv4",):
+        ips += [ip for ip in a.api_ips(st.families) + a.service_vips(st.families) if ip not in ips]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     srv = _cert("kube-apiserver", srv_key, ca_name, ca_key, ca=False, sans=sans)
     sa_key = _key()
     (pki / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
@@ -132,15 +135,29 @@ def etcd_argv(st: ClusterState, etcd: Path) -> list[str]:
             "--unsafe-no-fsync", "--quota-backend-bytes", str(4 * 1024**3), "--log-level", "warn"]
 
 
+def apiserver_address(st: ClusterState) -> tuple[str, str]:
+    """(bind, advertise) addresses of kube-apiserver.
+
+    The advertise address is the ``kubernetes`` Service's endpoint, which must be of the primary service
+    family; with IPv6 the apiserver listens on every address of the cp namespace (``::`` takes IPv4 too),
+    as the suite's own clients still come over IPv4."""
+    a = st.addressing
+    if "ipv6" not in st.families:
+        return a.cp_ip, a.cp_ip
+    return "::", a.api_ips(st.families)[0] if st.families[0] == "ipv4" else a.cp_ip6
+
+
 def apiserver_argv(st: ClusterState, binary: Path) -> list[str]:
     a, pki = st.addressing, st.pki
+    bind, advertise = apiserver_address(st)
     return [str(binary),
             "--etcd-servers=http://127.0.0.1:2379",  # given once: a repeated flag appends a second etcd
-            f"--bind-address={a.cp_ip}", f"--advertise-address={a.cp_ip}", f"--secure-port={APISERVER_PORT}",
+            f"--bind-address={bind}", f"--advertise-address={advertise}", f"--secure-port={APISERVER_PORT}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={pki / 'tokens.csv'}",
             "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-            f"--service-cluster-ip-range={a.service_cidr}", "--service-node-port-range=30000-32767",
+            # Primary family first; dual-stack needs nothing else (the IPv6DualStack gate is long GA).
+            f"--service-cluster-ip-range={','.join(a.service_cidrs(st.families))}", "--service-node-port-range=30000-32767",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--allow-privileged=true", "--profiling=false",
@@ -171,9 +188,44 @@ def scheduler_argv(st: ClusterState, binary: Path) -> list[str]:
             "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=10259"]
 
 
+IPTABLES_TOOLS = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
+"""What kube-proxy execs by name from its PATH (k8s.io/kubernetes/pkg/util/iptables)."""
+
+
+def iptables_backend_dir(st: ClusterState) -> Path | None:
+    """A directory whose ``iptables*`` are the chosen backend's tools (``--iptables-backend``), or None.
+
+    Put first on kube-proxy's PATH, it picks the backend for that process alone: the host's
+    ``update-alternatives`` choice, and every other program on the machine, are left as they are.
+    """
+    if not st.iptables_backend:
+        return None
+    import shutil
+
+    d = st.dir / f"iptables-{st.iptables_backend}"
+    d.mkdir(parents=True, exist_ok=True)
+    for tool in IPTABLES_TOOLS:
+        base, _, verb = tool.partition("-")
+        target = shutil.which(f"{base}-{st.iptables_backend}" + (f"-{verb}" if verb else ""), path="/usr/sbin:/sbin:/usr/bin:/bin")
+        if target is None:
+            from ...errors import SuiteError
+
+            raise SuiteError(f"--iptables-backend {st.iptables_backend}: {base}-{st.iptables_backend}"
+                             f"{'-' + verb if verb else ''} is not installed", "apt-get install -y iptables")
+        link = d / tool
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
+    return d
+
+
 def kube_proxy_argv(st: ClusterState, binary: Path, node_name: str) -> list[str]:
-    return [str(binary), f"--kubeconfig={st.kubeconfig('kube-proxy')}", f"--proxy-mode={st.mode}",
-            f"--hostname-override={node_name}", f"--cluster-cidr={st.addressing.pod_cidr}",
+    tools = iptables_backend_dir(st)
+    # env execs kube-proxy in place, so the recorded PID (CPU, children's CPU) stays kube-proxy's own.
+    prefix = ["env", f"PATH={tools}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] if tools else []
+    return [*prefix, str(binary), f"--kubeconfig={st.kubeconfig('kube-proxy')}", f"--proxy-mode={st.mode}",
+            # Both families' pod ranges: detect-local (ClusterCIDR) needs one per proxier, or that family masquerades nothing.
+            f"--hostname-override={node_name}", f"--cluster-cidr={','.join(st.addressing.pod_cidrs(st.families))}",
             # /proc/sys/net/netfilter/nf_conntrack_max is not writable outside the initial netns.
             "--conntrack-max-per-core=0",
             f"--metrics-bind-address=127.0.0.1:{PROXY_METRICS_PORT}", f"--healthz-bind-address=0.0.0.0:{PROXY_HEALTHZ_PORT}",
@@ -201,8 +253,9 @@ def render_proxy_cmd(template: str, values: dict[str, str]) -> list[str]:
 def proxy_cmd_values(st: ClusterState, node) -> dict[str, str]:
     """What ``--proxy-cmd``'s (and ``--proxy-health exec:``'s) placeholders stand for on ``node``."""
     return {
-        "kubeconfig": str(st.kubeconfig("kube-proxy")), "node": node.name, "node_ip": node.ip,
-        "cluster_cidr": st.addressing.pod_cidr, "service_cidr": st.addressing.service_cidr,
+        "kubeconfig": str(st.kubeconfig("kube-proxy")), "node": node.name, "node_ip": node.addresses[0],
+        "cluster_cidr": ",".join(st.addressing.pod_cidrs(st.families)),
+        "service_cidr": ",".join(st.addressing.service_cidrs(st.families)),
         "metrics_addr": f"127.0.0.1:{PROXY_METRICS_PORT}", "healthz_addr": f"0.0.0.0:{PROXY_HEALTHZ_PORT}",
     }
 

@@ -101,16 +101,20 @@ def call_in(name: str, fn: Callable[..., T], *args, **kwargs) -> T:
     return box["value"]
 
 
-def socket_factory(name: str) -> Callable[[int, int], socket.socket]:
-    """``make_socket(family, type)`` returning sockets that live in namespace ``name``."""
+def socket_factory(name: str) -> Callable[..., socket.socket]:
+    """``make_socket(family, type[, proto])`` returning sockets that live in namespace ``name``."""
 
-    def make(family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> socket.socket:
-        return call_in(name, socket.socket, family, type)
+    def make(family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
+        return call_in(name, socket.socket, family, type, proto)
 
     return make
 
 
 def exec_argv(name: str, argv: list[str]) -> list[str]:
+    """``argv`` run inside namespace ``name``: a name under /var/run/netns, or a path such as a container's
+    ``/proc/PID/ns/net`` (which ``ip netns exec`` refuses as an invalid name)."""
+    if name.startswith("/"):
+        return ["nsenter", f"--net={name}", "--", *argv]
     return ["ip", "netns", "exec", name, *argv]
 
 

@@ -65,8 +65,8 @@ Differences from kubelet (the complete list; each is a deliberate simplification
   readiness and restart counts), but restarts a crashed one at once instead of finishing its
   CrashLoopBackOff wait. A pod deleted while the agent was down gets its full grace period
   counted from when the agent saw it.
-* **Networking**: IPv4 only; host-local-style IPAM from ``--pod-cidr`` (.2 upward, state in
-  ``<state-dir>/ipam.json``); hostPort is not mapped (use hostNetwork or a NodePort).
+* **Networking**: IPv4, IPv6 or dual-stack; host-local-style IPAM from each ``--pod-cidr`` range (.2 upward,
+  state in ``<state-dir>/ipam.json``, ``ipam-2.json`` for the second family); hostPort is not mapped (use hostNetwork or a NodePort).
 * **Node**: no node status beyond addresses, capacity, nodeInfo and the Ready/pressure conditions, no eviction, no graceful node shutdown, no image GC, no CSR/TLS
   bootstrap (the provider gives the agent a ready kubeconfig for ``system:node:<node>``).
 * **Pod status**: activeDeadlineSeconds, resize, resource claims, and ``PodReadyToStartContainers``
@@ -437,7 +437,8 @@ class Agent:
         self.args = args
         self.node = args.node
         self.env = rt.NodeEnv(node=args.node, node_netns=args.node_netns, node_ip=args.node_ip, pod_cidr=args.pod_cidr,
-                              run_id=args.run_id, state_dir=Path(args.state_dir), agnhost=args.agnhost)
+                              run_id=args.run_id, state_dir=Path(args.state_dir), agnhost=args.agnhost,
+                              node_ips=args.node_ips, pod_cidrs=args.pod_cidrs)
         from kubernetes.client import ApiClient, Configuration
 
         cfg = Configuration()
@@ -476,7 +477,8 @@ class Agent:
         uname = os.uname()
         ident = f"proxysuite-{self.args.run_id}-{self.node}"
         return {
-            "addresses": [{"type": "InternalIP", "address": self.args.node_ip}, {"type": "Hostname", "address": self.node}],
+            "addresses": [*({"type": "InternalIP", "address": ip} for ip in self.args.node_ips),
+                          {"type": "Hostname", "address": self.node}],
             "capacity": CAPACITY, "allocatable": CAPACITY,
             "conditions": self._conditions(existing_conditions),
             "nodeInfo": {"kubeletVersion": rt.KUBELET_VERSION, "operatingSystem": "linux", "architecture": _arch(),
@@ -487,7 +489,8 @@ class Agent:
         }
 
     def register_node(self) -> None:
-        labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", "kubernetes.io/arch": _arch()}
+        labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux", "kubernetes.io/arch": _arch(),
+                  **dict(kv.split("=", 1) for kv in self.args.label)}
         try:
             node = self.rest("GET", f"/api/v1/nodes/{self.node}")
         except ApiError as exc:
@@ -495,7 +498,7 @@ class Agent:
                 raise
             body = {"apiVersion": "v1", "kind": "Node",
                     "metadata": {"name": self.node, "labels": labels},
-                    "spec": {"podCIDR": self.args.pod_cidr, "podCIDRs": [self.args.pod_cidr]},
+                    "spec": {"podCIDR": self.args.pod_cidr, "podCIDRs": list(self.args.pod_cidrs)},
                     "status": self._node_status([])}
             node = self.rest("POST", "/api/v1/nodes", body)
             log.info("registered node %s (podCIDR %s, InternalIP %s)", self.node, self.args.pod_cidr, self.args.node_ip)
@@ -503,7 +506,7 @@ class Agent:
             spec_patch: dict = {}
             cur = (node.get("spec") or {}).get("podCIDR")
             if not cur:
-                spec_patch = {"podCIDR": self.args.pod_cidr, "podCIDRs": [self.args.pod_cidr]}
+                spec_patch = {"podCIDR": self.args.pod_cidr, "podCIDRs": list(self.args.pod_cidrs)}
             elif cur != self.args.pod_cidr:
                 log.error("node %s already has podCIDR %s, not %s; pods get addresses from %s anyway",
                           self.node, cur, self.args.pod_cidr, self.args.pod_cidr)
@@ -740,13 +743,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kubeconfig", required=True, help="kubeconfig of user system:node:<node> (group system:nodes)")
     p.add_argument("--node", required=True, help="Node name (also the hostname of hostNetwork pods)")
     p.add_argument("--node-netns", required=True, help="existing netns of the node (eth0 on the fabric, ip_forward=1)")
-    p.add_argument("--node-ip", required=True, help="the node's InternalIP (eth0 in the node netns)")
-    p.add_argument("--pod-cidr", required=True, help="this node's pod CIDR, e.g. 10.244.1.0/24 (.1 is the pods' gateway)")
+    p.add_argument("--node-ip", required=True, help="the node's InternalIP (eth0 in the node netns); dual-stack: one per "
+                   "family, comma-separated, primary first (like kubelet's --node-ip)")
+    p.add_argument("--pod-cidr", required=True, help="this node's pod CIDR, e.g. 10.244.1.0/24 (.1 is the pods' gateway); "
+                   "dual-stack: one per family, comma-separated, primary first (spec.podCIDRs); pods get one address from each")
     p.add_argument("--run-id", required=True, help="run id; pod netns are named ps-<run-id>-pod-<uid12>")
     p.add_argument("--state-dir", required=True, help="IPAM state, per-pod state and container logs")
     p.add_argument("--agnhost", required=True, help="path of the agnhost binary that stands in for agnhost images")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Node label, repeatable (the provider passes the topology zone and region)")
     p.add_argument("--log-level", default=os.environ.get("PROXYSUITE_NODEAGENT_LOG", "INFO"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.node_ips = [x.strip() for x in args.node_ip.split(",") if x.strip()]
+    args.pod_cidrs = [x.strip() for x in args.pod_cidr.split(",") if x.strip()]
+    if len(args.node_ips) != len(args.pod_cidrs):
+        p.error(f"--node-ip names {len(args.node_ips)} address(es) but --pod-cidr {len(args.pod_cidrs)} range(s): give one of each per family")
+    args.node_ip, args.pod_cidr = args.node_ips[0], args.pod_cidrs[0]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

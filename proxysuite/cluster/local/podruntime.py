@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -48,11 +49,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from filelock import FileLock
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 from . import netns as _netns_mod
 
 log = logging.getLogger("proxysuite.nodeagent")
@@ -149,10 +151,13 @@ class IPAM:
     deleted pod's IP from being recycled to the next pod while conntrack still knows it.
     """
 
-    def __init__(self, state_dir: str | Path, pod_cidr: str):
+    HOSTS_WINDOW = 4094
+    """Addresses handed out from a large (IPv6 /64) range: its first ones, enough for any node here."""
+
+    def __init__(self, state_dir: str | Path, pod_cidr: str, file: str = "ipam.json"):
         self.net = ipaddress.ip_network(pod_cidr, strict=False)
         self.gateway = str(self.net.network_address + 1)
-        self.path = Path(state_dir) / "ipam.json"
+        self.path = Path(state_dir) / file
         self.lock = FileLock(str(self.path) + ".lock")
         Path(state_dir).mkdir(parents=True, exist_ok=True)
 
@@ -181,7 +186,7 @@ class IPAM:
             if uid in data["allocations"]:
                 return data["allocations"][uid]
             used = set(data["allocations"].values())
-            hosts = [str(h) for h in self.net.hosts() if str(h) != self.gateway]
+            hosts = [h for h in self._hosts() if h != self.gateway]
             if prefer in hosts and prefer not in used:
                 data["allocations"][uid] = prefer
                 self._save(data)
@@ -201,12 +206,16 @@ class IPAM:
             data = self._load()
             if data["allocations"].get(uid) == ip:
                 return True
-            hosts = {str(h) for h in self.net.hosts()} - {self.gateway}
+            hosts = set(self._hosts()) - {self.gateway}
             if uid in data["allocations"] or ip not in hosts or ip in data["allocations"].values():
                 return False
             data["allocations"][uid] = ip
             self._save(data)
             return True
+
+    def _hosts(self) -> list[str]:
+        # A /64 has 2**64 hosts: listing them all would never end.
+        return [str(h) for h in itertools.islice(self.net.hosts(), self.HOSTS_WINDOW + 1)]
 
     def release(self, uid: str) -> None:
         with self.lock:
@@ -222,8 +231,13 @@ class IPAM:
 # ---------------------------------------------------------------------------------------------
 # Sandbox network
 # ---------------------------------------------------------------------------------------------
-def setup_pod_network(node_netns: str, pod_netns: str, veth: str, peer_tmp: str, pod_ip: str, gateway: str) -> None:
+def setup_pod_network(node_netns: str, pod_netns: str, veth: str, peer_tmp: str, pod_ip: str, gateway: str,
+                      more: Sequence[tuple[str, str]] = ()) -> None:
     """Create ``pod_netns`` and wire it to ``node_netns`` with a routed /32 veth pair.
+
+    ``more``: further (pod IP, gateway) pairs on the same veth, one per extra family (dual-stack); an IPv6
+    pair is a routed /128 the same way, added without duplicate address detection (a tentative address
+    could not be used for about a second).
 
     Idempotent for a retry after a half-done setup: a leftover netns or veth of the same pod is
     removed first (both names derive from the pod UID, so they cannot belong to anyone else).
@@ -232,6 +246,7 @@ def setup_pod_network(node_netns: str, pod_netns: str, veth: str, peer_tmp: str,
         raise RuntimeError(f"node netns {node_netns} does not exist")
     if netns_exists(pod_netns):
         teardown_pod_network(node_netns, pod_netns, veth)
+    pairs = [(pod_ip, gateway), *more]
     pr_netns.create(pod_netns)
     try:
         with IPRoute(netns=node_netns, flags=0) as ipr:
@@ -240,21 +255,42 @@ def setup_pod_network(node_netns: str, pod_netns: str, veth: str, peer_tmp: str,
             # Create the pair with its peer already inside the pod netns (one netlink request).
             ipr.link("add", ifname=veth, kind="veth", peer={"ifname": peer_tmp, "net_ns_fd": pod_netns})
             idx = ipr.link_lookup(ifname=veth)[0]
-            ipr.addr("add", index=idx, address=gateway, prefixlen=32)
+            for _ip, gw in pairs:
+                _add_host_addr(ipr, idx, gw)
             ipr.link("set", index=idx, state="up")
-            ipr.route("add", dst=f"{pod_ip}/32", oif=idx, scope="link")
+            for ip, _gw in pairs:
+                _add_host_route(ipr, idx, ip)
         with IPRoute(netns=pod_netns, flags=0) as ipr:
             lo = ipr.link_lookup(ifname="lo")[0]
             ipr.link("set", index=lo, state="up")
             idx = ipr.link_lookup(ifname=peer_tmp)[0]
             ipr.link("set", index=idx, ifname="eth0")
-            ipr.addr("add", index=idx, address=pod_ip, prefixlen=32)
+            for ip, _gw in pairs:
+                _add_host_addr(ipr, idx, ip)
             ipr.link("set", index=idx, state="up")
-            ipr.route("add", dst=f"{gateway}/32", oif=idx, scope="link")
-            ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+            for _ip, gw in pairs:
+                _add_host_route(ipr, idx, gw)
+                if ":" in gw:
+                    ipr.route("add", dst="::/0", gateway=gw, oif=idx, family=socket.AF_INET6)
+                else:
+                    ipr.route("add", dst="0.0.0.0/0", gateway=gw, oif=idx)
     except Exception:
         teardown_pod_network(node_netns, pod_netns, veth)
         raise
+
+
+def _add_host_addr(ipr, idx: int, address: str) -> None:
+    if ":" in address:
+        ipr.addr("add", index=idx, address=address, prefixlen=128, flags=IFA_F_NODAD)
+    else:
+        ipr.addr("add", index=idx, address=address, prefixlen=32)
+
+
+def _add_host_route(ipr, idx: int, address: str) -> None:
+    if ":" in address:
+        ipr.route("add", dst=f"{address}/128", oif=idx, family=socket.AF_INET6)
+    else:
+        ipr.route("add", dst=f"{address}/32", oif=idx, scope="link")
 
 
 def teardown_pod_network(node_netns: str, pod_netns: str | None, veth: str | None) -> list[str]:
@@ -378,9 +414,10 @@ def _field_ref(pod: dict, path: str, pod_ip: str, host_ip: str) -> str | None:
         "metadata.uid": meta.get("uid"),
         "spec.nodeName": spec.get("nodeName"),
         "spec.serviceAccountName": spec.get("serviceAccountName"),
-        "status.podIP": pod_ip,
+        # A list field's fieldRef is its addresses joined by commas (kubelet's downward API does the same).
+        "status.podIP": pod_ip.split(",")[0],
         "status.podIPs": pod_ip,
-        "status.hostIP": host_ip,
+        "status.hostIP": host_ip.split(",")[0],
         "status.hostIPs": host_ip,
     }
     if path in simple:
@@ -536,11 +573,11 @@ def _http_probe(spec: dict, ctx: HandlerContext, timeout: float) -> tuple[bool, 
     if not path.startswith("/"):
         path = "/" + path
     scheme = (spec.get("scheme") or "HTTP").upper()
-    headers = {"Host": f"{host}:{port}", "User-Agent": f"kube-probe/{KUBELET_VERSION.lstrip('v').rsplit('.', 1)[0]}",
+    headers = {"Host": f"[{host}]:{port}" if ":" in host else f"{host}:{port}", "User-Agent": f"kube-probe/{KUBELET_VERSION.lstrip('v').rsplit('.', 1)[0]}",
                "Accept": "*/*", "Connection": "close"}
     for h in spec.get("httpHeaders") or []:
         headers[h["name"]] = h["value"]
-    sock = netns_socket(ctx.node_netns)
+    sock = netns_socket(ctx.node_netns, socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         sock.settimeout(timeout)
         sock.connect((host, port))
@@ -571,7 +608,7 @@ def _http_probe(spec: dict, ctx: HandlerContext, timeout: float) -> tuple[bool, 
 def _tcp_probe(spec: dict, ctx: HandlerContext, timeout: float) -> tuple[bool, str]:
     host = spec.get("host") or ctx.pod_ip
     port = _resolve_port(spec.get("port"), ctx.container)
-    sock = netns_socket(ctx.node_netns)
+    sock = netns_socket(ctx.node_netns, socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         sock.settimeout(timeout)
         sock.connect((host, port))
@@ -706,10 +743,18 @@ class NodeEnv:
     run_id: str
     state_dir: Path
     agnhost: str
+    node_ips: list[str] = field(default_factory=list)
+    """Every InternalIP, primary first (dual-stack); empty: just ``node_ip``."""
+    pod_cidrs: list[str] = field(default_factory=list)
+    """Every pod CIDR, primary first; empty: just ``pod_cidr``. A pod gets one address from each."""
 
     def __post_init__(self):
         self.state_dir = Path(self.state_dir)
-        self.ipam = IPAM(self.state_dir, self.pod_cidr)
+        self.node_ips = list(self.node_ips or [self.node_ip])
+        self.pod_cidrs = list(self.pod_cidrs or [self.pod_cidr])
+        self.ipam = IPAM(self.state_dir, self.pod_cidrs[0])
+        # The primary range keeps ipam.json (clusters made before dual-stack); the others get their own file.
+        self.more_ipams = [IPAM(self.state_dir, c, f"ipam-{i}.json") for i, c in enumerate(self.pod_cidrs[1:], 2)]
         # pyroute2 forks a child for every netns creation; warm its libc handle here so those
         # children (forked from a threaded process) do not each run ctypes' find_library, which
         # spawns ldconfig.
@@ -785,6 +830,8 @@ class PodWorker:
         self.netns = env.node_netns if self.host_network else pod_netns_name(env.run_id, self.uid)
         self.veth = None if self.host_network else host_veth_name(self.uid)
         self.pod_ip = env.node_ip if self.host_network else None
+        self.more_ips: list[str] = list(env.node_ips[1:]) if self.host_network else []
+        """The pod's addresses of the other families (dual-stack), after ``pod_ip``."""
         self.hostname = env.node if self.host_network else pod_hostname(pod)
         status = pod.get("status") or {}
         self.start_time = status.get("startTime")
@@ -799,6 +846,7 @@ class PodWorker:
         self.finished = False
         self.sandbox_error = ""
         self.reported_ip: str | None = None
+        self.reported_more: list[str] = []
         self._sandbox_backoff = 0.0
         self._sandbox_retry_at = 0.0
         self._lock = threading.RLock()
@@ -888,7 +936,7 @@ class PodWorker:
 
     def _save_state(self) -> None:
         data = {"uid": self.uid, "key": self.key, "netns": None if self.host_network else self.netns,
-                "veth": self.veth, "podIP": self.pod_ip, "hostNetwork": self.host_network,
+                "veth": self.veth, "podIP": self.pod_ip, "morePodIPs": self.more_ips, "hostNetwork": self.host_network,
                 "containers": {c.name: {"pid": c.proc.pid if c.proc else None, "starttime": c.proc.starttime if c.proc else None,
                                         "running": c.running, "restartCount": c.restart_count, "startedAt": c.started_at,
                                         "exitCode": c.exit_code, "finishedAt": c.finished_at, "init": c.init}
@@ -916,12 +964,17 @@ class PodWorker:
             self.sandbox_ready = True
         elif saved and saved.get("podIP") and netns_exists(self.netns):
             self.pod_ip = saved["podIP"]
+            self.more_ips = list(saved.get("morePodIPs") or [])
             self.sandbox_ready = True
         elif not self.terminating:
             try:
+                shown = [i.get("ip") for i in (self.pod.get("status") or {}).get("podIPs") or []]
                 self.pod_ip = self.env.ipam.allocate(self.uid, prefer=(self.pod.get("status") or {}).get("podIP"))
+                self.more_ips = [ipam.allocate(self.uid, prefer=shown[i] if i < len(shown) else None)
+                                 for i, ipam in enumerate(self.env.more_ipams, 1)]
                 setup_pod_network(self.env.node_netns, self.netns, self.veth, _peer_tmp_name(self.uid),
-                                  self.pod_ip, self.env.ipam.gateway)
+                                  self.pod_ip, self.env.ipam.gateway,
+                                  [(ip, ipam.gateway) for ip, ipam in zip(self.more_ips, self.env.more_ipams)])
                 self.sandbox_ready = True
             except Exception as exc:  # noqa: BLE001 - becomes the pod's waiting message; retried with back-off
                 error = f"failed to create pod sandbox: {exc}"
@@ -1059,7 +1112,8 @@ class PodWorker:
                               c.proc.pid if c.running else None, self._env_for(c), self.env.agnhost)
 
     def _env_for(self, c: ContainerState) -> dict:
-        return container_env(self.pod, c.spec, self.pod_ip or "", self.env.node_ip, self.env.run_id, self.hostname)
+        ips = ",".join([self.pod_ip, *self.more_ips]) if self.pod_ip else ""
+        return container_env(self.pod, c.spec, ips, ",".join(self.env.node_ips), self.env.run_id, self.hostname)
 
     def _start_container(self, c: ContainerState) -> None:
         env = self._env_for(c)
@@ -1244,6 +1298,8 @@ class PodWorker:
         if not self.host_network:
             teardown_pod_network(self.env.node_netns, self.netns, self.veth)
             self.env.ipam.release(self.uid)
+            for ipam in self.env.more_ipams:
+                ipam.release(self.uid)
         else:
             for c in self.init + self.containers:
                 if c.running:
@@ -1359,16 +1415,18 @@ class PodWorker:
             ]
             if "PodScheduled" in api_conds:
                 conditions.insert(0, api_conds["PodScheduled"])
-            status = {"phase": phase, "hostIP": self.env.node_ip, "hostIPs": [{"$patch": "replace"}, {"ip": self.env.node_ip}],
+            status = {"phase": phase, "hostIP": self.env.node_ip,
+                      "hostIPs": [{"$patch": "replace"}, *({"ip": ip} for ip in self.env.node_ips)],
                       "startTime": self.start_time, "conditions": conditions, "containerStatuses": statuses}
             if init_statuses:
                 status["initContainerStatuses"] = init_statuses
             if self.sandbox_ready and self.pod_ip:
-                self.reported_ip = self.pod_ip  # kept after teardown, like kubelet keeps a finished pod's IP
+                # kept after teardown, like kubelet keeps a finished pod's IP
+                self.reported_ip, self.reported_more = self.pod_ip, list(self.more_ips)
             if self.reported_ip:
                 status["podIP"] = self.reported_ip
                 # "$patch: replace": a strategic merge would otherwise add to the API's list (merge key ip).
-                status["podIPs"] = [{"$patch": "replace"}, {"ip": self.reported_ip}]
+                status["podIPs"] = [{"$patch": "replace"}, {"ip": self.reported_ip}, *({"ip": ip} for ip in self.reported_more)]
             return status
 
 
@@ -1429,6 +1487,11 @@ def reconcile_node(env: NodeEnv, live_uids: set[str]) -> list[str]:
         if uid not in live_uids:
             env.ipam.release(uid)
             done.append(f"ip {allocations[uid]}")
+    for ipam in env.more_ipams:
+        for uid, ip in ipam.allocations().items():
+            if uid not in live_uids:
+                ipam.release(uid)
+                done.append(f"ip {ip}")
     for path in sorted(env.pods_dir.glob("*.json")) if env.pods_dir.is_dir() else []:
         if path.stem in live_uids:
             continue

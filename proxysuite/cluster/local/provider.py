@@ -6,7 +6,7 @@ Bring-up, in order (each step idempotent, every artefact tagged with the run id)
 2. wire the namespaces (``topology.py``);
 3. PKI and one identity per component (``controlplane.py``);
 4. etcd → kube-apiserver → loopback relay → controller-manager + scheduler, in ``cp``;
-5. a node agent per node (registers the Node, runs its pods; ``nodeagent.py``);
+5. a node agent per node (registers the Node, with alternating topology zones from ``../zones.py``, and runs its pods; ``nodeagent.py``);
 6. the proxy per node, inside the node namespace: kube-proxy in the chosen mode, or ``--proxy-cmd``;
 7. the load-balancer controller (``lb.py``).
 
@@ -31,12 +31,13 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from ... import images
+from ... import images, ipfamily
 from ...config import SuiteConfig
 from ...errors import ProbeError, SuiteError, Unsupported
 from ...modes import get_mode, require_ipvs_kernel
 from ...probes import engine
-from ..base import Cluster, ClusterEntry, Features, NodeInfo, Provider, Vantage
+from .. import zones
+from ..base import Cluster, ClusterEntry, Features, NodeInfo, Provider, ProxySwitch, Vantage
 from . import components, controlplane, netns, procs, topology
 from .state import ClusterState, all_states, code_digest, new_state
 
@@ -45,6 +46,8 @@ Progress = Callable[[str], None]
 # Same image names as kind/existing, so a suite's manifests are identical everywhere; the node agent maps them.
 CLIENT_IMAGE = images.CLIENT_IMAGE
 BACKEND_IMAGE = images.AGNHOST_IMAGE
+MIGRATABLE = ("iptables", "nftables")
+"""Modes ``migrate_proxy`` switches between (the kube-proxy modes the local provider runs)."""
 READY_TIMEOUT = 90.0
 """Ceiling for each bring-up wait (apiserver ready, nodes Ready, proxies healthy); a warm start takes seconds."""
 
@@ -158,6 +161,9 @@ def up(config: SuiteConfig, progress: Progress = print, owner_pid: int | None = 
         if (existing.mode, existing.proxy_cmd, existing.proxy_health) != (config.mode, config.proxy_cmd, config.proxy_health):
             raise SuiteError(f"local cluster {config.name} already runs mode {existing.mode}",
                              f"run `proxysuite cluster down --cluster-name {config.name}` or pass another --cluster-name")
+        if existing.ip_family != config.ip_family:
+            raise SuiteError(f"local cluster {config.name} is --ip-family {existing.ip_family}, not {config.ip_family}",
+                             f"run `proxysuite cluster down --cluster-name {config.name}` or pass another --cluster-name")
         if _healthy(existing) and len(existing.nodes) == config.nodes:
             progress(f"reusing local cluster {existing.name} (run {existing.run_id}, {existing.mode})")
             if existing.code_digest != code_digest():
@@ -180,7 +186,8 @@ def up(config: SuiteConfig, progress: Progress = print, owner_pid: int | None = 
     try:
         st.dir.mkdir(parents=True, exist_ok=True)
         st.save()
-        progress(f"local cluster {st.name}: run {st.run_id}, {config.nodes} node(s), mode {st.mode}")
+        progress(f"local cluster {st.name}: run {st.run_id}, {config.nodes} node(s), mode {st.mode}"
+                 + ("" if st.ip_family == "ipv4" else f", --ip-family {st.ip_family}"))
         topology.build(st, config.nodes)
         st.save()
         controlplane.write_pki(st)
@@ -188,9 +195,10 @@ def up(config: SuiteConfig, progress: Progress = print, owner_pid: int | None = 
         _start_control_plane(st, bins, progress)
         _start_nodes(st, bins, progress)
         _start(st, "lb-controller", [sys.executable, "-m", "proxysuite.cluster.local.lb",
-                                     f"--kubeconfig={st.kubeconfig('lb-controller')}", f"--pool={st.addressing.lb_pool}",
+                                     f"--kubeconfig={st.kubeconfig('lb-controller')}",
+                                     f"--pool={','.join(st.addressing.lb_pools(st.families))}",
                                      f"--ext-netns={netns.name_for(st.run_id, topology.EXT)}",
-                                     f"--nodes={','.join(n.ip for n in st.nodes)}"])
+                                     f"--nodes={','.join(ip for n in st.nodes for ip in n.addresses)}"])
         st.ready = True
         st.save()
     except BaseException:
@@ -254,12 +262,13 @@ def _nodes_ready(st: ClusterState) -> bool:
 
 def _start_nodes(st: ClusterState, bins: dict[str, Path], progress: Progress) -> None:
     progress(f"starting {len(st.nodes)} node agent(s)")
-    for node in st.nodes:
+    for position, node in enumerate(st.nodes, 1):
+        topology = [a for k, v in zones.labels_for(position).items() for a in ("--label", f"{k}={v}")]
         _start(st, f"nodeagent-{node.name}", [
             sys.executable, "-m", "proxysuite.cluster.local.nodeagent",
             "--kubeconfig", str(st.kubeconfig(f"node-{node.name}")), "--node", node.name, "--node-netns", node.netns,
-            "--node-ip", node.ip, "--pod-cidr", node.pod_cidr, "--run-id", st.run_id,
-            "--state-dir", str(st.dir / "nodes" / node.name), "--agnhost", str(bins["agnhost"]),
+            "--node-ip", ",".join(node.addresses), "--pod-cidr", ",".join(node.cidrs), "--run-id", st.run_id,
+            "--state-dir", str(st.dir / "nodes" / node.name), "--agnhost", str(bins["agnhost"]), *topology,
         ])
     _wait("node registration (Ready nodes)", lambda: _nodes_ready(st), READY_TIMEOUT, st.logs)
     what = "custom proxy" if st.mode == "custom" else f"kube-proxy ({st.mode})"
@@ -281,6 +290,26 @@ def _start_nodes(st: ClusterState, bins: dict[str, Path], progress: Progress) ->
         _wait(f"{what} on {node.name} (/healthz on :{controlplane.PROXY_HEALTHZ_PORT})",
               lambda: engine.http_get("127.0.0.1", controlplane.PROXY_HEALTHZ_PORT, "/healthz", make_socket=sock)[0] == 200,
               READY_TIMEOUT, st.logs / f"proxy-{node.name}.log")
+        if st.mode != "custom":
+            # kube-proxy's /healthz answers 200 before its first sync (nothing queued yet counts as healthy): a
+            # cluster handed over then has no Service rules for a few seconds, and a loaded machine makes that long.
+            _wait(f"{what} on {node.name}: first sync", lambda: _last_sync(engine.http_get(
+                      "127.0.0.1", controlplane.PROXY_METRICS_PORT, "/metrics", make_socket=sock), st.families) > 0,
+                  READY_TIMEOUT, st.logs / f"proxy-{node.name}.log")
+
+
+def _last_sync(response: tuple[int, str], families: tuple[str, ...]) -> float:
+    """kube-proxy's last sync of every family the cluster serves, from a /metrics response (the earliest of them;
+    0 while one has not synced or when the page failed)."""
+    status, body = response
+    if status != 200:
+        return 0.0
+    # One series per IP family ({ip_family="IPv4"}); kube-proxy runs a proxier for each family it finds.
+    want = {f'ip_family="{ipfamily.k8s_name(f)}"' for f in families}
+    seen = {label: float(line.split()[-1]) for line in body.splitlines()
+            if line.startswith("kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+            for label in want if label in line}
+    return min(seen.values()) if seen.keys() == want else 0.0
 
 
 def _keep_logs(st: ClusterState) -> Path:
@@ -318,8 +347,9 @@ def status(config: SuiteConfig) -> dict:
     if st is None:
         return {"name": config.name, "provider": "local", "exists": False}
     return {"name": st.name, "provider": "local", "exists": True, "healthy": _healthy(st), "run_id": st.run_id,
-            "mode": st.mode, "kubeconfig": str(st.kubeconfig()), "api": f"https://127.0.0.1:{st.api_port}",
-            "nodes": [{"name": n.name, "ip": n.ip, "pod_cidr": n.pod_cidr} for n in st.nodes],
+            "mode": st.mode, "ip_family": st.ip_family, "kubeconfig": str(st.kubeconfig()), "api": f"https://127.0.0.1:{st.api_port}",
+            "nodes": [{"name": n.name, "ip": n.ip, "pod_cidr": n.pod_cidr, "internal_ips": n.addresses, "pod_cidrs": n.cidrs}
+                      for n in st.nodes],
             "processes": {k: {"pid": v, "alive": procs.alive(v)} for k, v in st.procs.items()},
             "owner_pid": st.owner_pid, "logs": str(st.logs)}
 
@@ -394,7 +424,9 @@ class LocalCluster(Cluster):
         self.mode = st.mode
         self.name = st.name
         self.kubeconfig = str(st.kubeconfig())
-        self.external_ip_cidr = st.addressing.external_ips
+        self.ip_families = st.families
+        self.external_ip_cidrs = tuple(st.addressing.external_ip_ranges(st.families))
+        self.external_ip_cidr = self.external_ip_cidrs[0]
         self._core = None
 
     @property
@@ -406,14 +438,16 @@ class LocalCluster(Cluster):
         return self._core
 
     def nodes(self) -> list[NodeInfo]:
-        return [NodeInfo(n.name, n.ip, n.pod_cidr) for n in self.state.nodes]
+        return [NodeInfo(n.name, n.addresses[0], n.cidrs[0], internal_ips=tuple(n.addresses)) for n in self.state.nodes]
 
     def features(self) -> Features:
         health = self.state.proxy_health
         return Features(load_balancer=True, external_client=True, external_ips=True, node_exec=True, proxy_restart=True,
                         proxy_children_cpu=True, load_generation=True, cluster_dns=False, udp=True,
-                        proxy_health_endpoints=health == "kube-proxy",
-                        reasons={"cluster_dns": "the local provider runs no cluster DNS (its pods share the host's /etc/resolv.conf: no mount namespaces)",
+                        proxy_health_endpoints=health == "kube-proxy", proxy_migration=self.state.mode in MIGRATABLE,
+                        reasons={"proxy_migration": f"mode {self.state.mode} is not kube-proxy in a mode the local provider runs "
+                                                    f"({', '.join(MIGRATABLE)}); migration restarts kube-proxy with another --proxy-mode",
+                                 "cluster_dns": "the local provider runs no cluster DNS (its pods share the host's /etc/resolv.conf: no mount namespaces)",
                                  "proxy_health_endpoints": f"the custom proxy declares --proxy-health {health}: it does not "
                                                            "serve kube-proxy's health and metrics endpoints"})
 
@@ -423,9 +457,11 @@ class LocalCluster(Cluster):
                 return n
         raise SuiteError(f"no node {name!r} in local cluster {self.name}", f"use one of {', '.join(n.name for n in self.state.nodes)}")
 
-    def _vantage(self, name: str, kind: str, node: str | None, ns_name: str, source_ip: str) -> Vantage:
+    def _vantage(self, name: str, kind: str, node: str | None, ns_name: str, source_ip: str,
+                 source_ips: tuple[str, ...] = ()) -> Vantage:
         make = netns.socket_factory(ns_name)
-        return Vantage(name=name, kind=kind, node=node, source_ip=source_ip, runner=lambda reqs: engine.run(reqs, make))
+        return Vantage(name=name, kind=kind, node=node, source_ip=source_ip, runner=lambda reqs: engine.run(reqs, make),
+                       source_ips=source_ips)
 
     def pod_netns(self, pod) -> str:
         if pod.spec.host_network:
@@ -441,15 +477,17 @@ class LocalCluster(Cluster):
             raise SuiteError(f"pod {namespace}/{pod} has no IP yet", "wait for it to be Running before probing from it")
         kind = "node" if p.spec.host_network else "pod"
         label = p.spec.node_name if p.spec.host_network else f"pod@{p.spec.node_name}"
-        return self._vantage(label, kind, p.spec.node_name, self.pod_netns(p), p.status.pod_ip)
+        ips = tuple(i.ip for i in p.status.pod_ips or []) or (p.status.pod_ip,)
+        return self._vantage(label, kind, p.spec.node_name, self.pod_netns(p), p.status.pod_ip, ips)
 
     def node_vantage(self, node: str) -> Vantage:
         n = self._node(node)
-        return self._vantage(n.name, "node", n.name, n.netns, n.ip)
+        return self._vantage(n.name, "node", n.name, n.netns, n.addresses[0], tuple(n.addresses))
 
     def external_vantage(self) -> Vantage:
         a = self.state.addressing
-        return self._vantage("external", "external", None, netns.name_for(self.state.run_id, topology.EXT), a.ext_ip)
+        ips = tuple(a.ext_ip if f == "ipv4" else a.ext_ip6 for f in self.state.families)
+        return self._vantage("external", "external", None, netns.name_for(self.state.run_id, topology.EXT), ips[0], ips)
 
     def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
         try:
@@ -481,6 +519,71 @@ class LocalCluster(Cluster):
         name = f"proxy-{node}"
         procs.stop(self.state.procs.get(name))
         _start(self.state, name, self.state.argv[name], self.state.proc_netns[name])
+
+    def restart_proxy_with(self, node: str, flags: dict[str, str | None]) -> None:
+        """Restart kube-proxy on ``node`` with ``--flag=value`` set, replacing the flag if it is there (a value of
+        None drops it, back to kube-proxy's default): tuning sweeps. Later plain restarts keep these flags."""
+        name = f"proxy-{node}"
+        if self.mode == "custom":
+            raise SuiteError("restart_proxy_with sets kube-proxy flags; --mode custom runs another proxy", "use a kube-proxy mode")
+        argv = [a for a in self.state.argv[name] if a.split("=", 1)[0] not in {f"--{k}" for k in flags}]
+        argv += [f"--{k}={v}" for k, v in flags.items() if v is not None]
+        procs.stop(self.state.procs.get(name))
+        _start(self.state, name, argv, self.state.proc_netns[name])
+
+    def proxy_iptables_tool(self, node: str) -> str | None:
+        """The file ``iptables`` resolves to on the running kube-proxy's own PATH (read from /proc/<pid>/environ)."""
+        pid = self.state.procs.get(f"proxy-{node}")
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = dict(kv.split(b"=", 1) for kv in fh.read().split(b"\0") if b"=" in kv)
+        except OSError:
+            return None
+        found = shutil.which("iptables", path=env.get(b"PATH", b"").decode())
+        return os.path.realpath(found) if found else None
+
+    def migrate_proxy(self, to_mode: str, progress: Progress = lambda _m: None) -> list[ProxySwitch]:
+        """The local runbook: per node, stop kube-proxy and start it again with ``--proxy-mode=<to_mode>``.
+
+        The new kube-proxy removes the other mode's rules itself before its first sync (``platformCleanup`` in
+        cmd/kube-proxy/app/server_linux.go), as on any node; nothing here touches the datapath.
+        """
+        if not self.features().proxy_migration:
+            raise self._unavailable("proxy_migration")
+        if to_mode not in MIGRATABLE:
+            get_mode(to_mode)  # an unknown name: the usual one-line error
+            raise Unsupported(f"the local provider runs kube-proxy in {' and '.join(MIGRATABLE)} only, not {to_mode}",
+                              f"migrate to one of {', '.join(MIGRATABLE)}")
+        check_prereqs(SuiteConfig(provider="local", mode=to_mode, cluster_name=self.name, run_id=self.state.run_id))
+        from_mode = self.mode
+        steps = []
+        for node in self.state.nodes:
+            name = f"proxy-{node.name}"
+            argv = [f"--proxy-mode={to_mode}" if a.startswith("--proxy-mode=") else a for a in self.state.argv[name]]
+            progress(f"{node.name}: kube-proxy {from_mode} -> {to_mode}")
+            stopped = time.time()
+            procs.stop(self.state.procs.get(name))
+            started = time.time()
+            _start(self.state, name, argv, self.state.proc_netns[name])
+            synced = self._wait_first_sync(node.name, to_mode, started)
+            steps.append(ProxySwitch(node.name, from_mode, to_mode, stopped, started, synced, time.time()))
+            # The state follows each node, so a failure half way leaves argv right for each node's restart_proxy.
+        self.state.mode = self.mode = to_mode
+        self.state.save()
+        return steps
+
+    def _wait_first_sync(self, node: str, mode: str, since: float) -> float:
+        """Wait until the proxy on ``node`` reports ``mode`` and a sync after ``since``; return that sync's time."""
+        box: dict[str, float] = {}
+
+        def synced() -> bool:
+            if self.proxy_http(node, controlplane.PROXY_METRICS_PORT, "/proxyMode")[1].strip() != mode:
+                return False
+            box["t"] = _last_sync(self.proxy_http(node, controlplane.PROXY_METRICS_PORT, "/metrics"), self.state.families)
+            return box["t"] >= since - 1
+
+        _wait(f"kube-proxy ({mode}) on {node}: first sync", synced, READY_TIMEOUT, self.state.logs / f"proxy-{node}.log", interval=0.05)
+        return box["t"]
 
     def close(self) -> None:
         if self._core is not None:

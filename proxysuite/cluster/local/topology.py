@@ -8,6 +8,11 @@
                /                 |
       node-1 .11           node-2 .12 ...     each node: kube-proxy, pods on routed /32 veths
 
+With ``--ip-family ipv6`` or ``dual`` every member also gets the same host index in the
+IPv6 fabric range (``fd00:10:200::b`` for node-1), pods a routed /128 from their node's /64,
+and the same routes exist per family. IPv4 stays on the fabric either way: the suite's own
+clients (node agents, kube-proxy's kubeconfig) reach the control plane over it.
+
 Nodes route to each other's pod CIDRs, the control plane routes to every pod
 CIDR (pod → ``kubernetes`` Service is not masqueraded), and nodes have a
 default route via the control plane: the route lookup for a locally generated
@@ -18,6 +23,9 @@ service range a node could not reach its own ClusterIPs.
 from __future__ import annotations
 
 import ipaddress
+import socket
+
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from . import netns
 from .state import ClusterState, NodeState
@@ -25,7 +33,7 @@ from .state import ClusterState, NodeState
 FABRIC, CP, EXT = "fabric", "cp", "ext"
 
 
-def _plug(st: ClusterState, member_ns: str, fabric_if: str, address: str, prefixlen: int) -> None:
+def _plug(st: ClusterState, member_ns: str, fabric_if: str, address: str, prefixlen: int, address6: str = "") -> None:
     fabric_ns = netns.name_for(st.run_id, FABRIC)
     with netns.ipr(fabric_ns) as ns:
         if not ns.link_lookup(ifname=fabric_if):
@@ -45,12 +53,28 @@ def _plug(st: ClusterState, member_ns: str, fabric_if: str, address: str, prefix
         ns.link("set", index=lo, state="up")
         if not any(a.get_attr("IFA_ADDRESS") == address for a in ns.get_addr(index=eth0)):
             ns.addr("add", index=eth0, address=address, prefixlen=prefixlen)
+        if address6 and not any(a.get_attr("IFA_ADDRESS") == address6 for a in ns.get_addr(index=eth0)):
+            # nodad: a tentative address (DAD takes about a second) cannot be a source or be answered yet.
+            ns.addr("add", index=eth0, address=address6, prefixlen=ipaddress.ip_network(st.addressing.fabric_cidr6).prefixlen,
+                    flags=IFA_F_NODAD)
         ns.link("set", index=eth0, state="up")
 
 
 def _route(ns_name: str, dst: str, gateway: str) -> None:
     with netns.ipr(ns_name) as ns:
-        ns.route("replace", dst=dst, gateway=gateway)
+        if ":" in gateway:
+            ns.route("replace", dst="::/0" if dst == "default" else dst, gateway=gateway, family=socket.AF_INET6)
+        else:
+            ns.route("replace", dst=dst, gateway=gateway)
+
+
+def _ipv6_sysctls(ns_name: str, router: bool = False) -> None:
+    """Per-namespace IPv6 settings (never the root namespace's): no DAD, and forwarding on a router."""
+    netns.sysctl(ns_name, "net.ipv6.conf.all.disable_ipv6", "0")
+    netns.sysctl(ns_name, "net.ipv6.conf.default.accept_dad", "0")
+    netns.sysctl(ns_name, "net.ipv6.conf.all.accept_dad", "0")
+    if router:
+        netns.sysctl(ns_name, "net.ipv6.conf.all.forwarding", "1")
 
 
 def build(st: ClusterState, node_count: int) -> None:
@@ -66,10 +90,14 @@ def build(st: ClusterState, node_count: int) -> None:
         ns.link("set", index=ns.link_lookup(ifname="br0")[0], state="up")
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
 
+    v6 = "ipv6" in st.families
+    fams = st.families
     cp_ns = netns.name_for(st.run_id, CP)
     netns.add(cp_ns)
     st.netns.append(cp_ns)
-    _plug(st, cp_ns, "cp", a.cp_ip, prefixlen)
+    if v6:
+        _ipv6_sysctls(cp_ns)
+    _plug(st, cp_ns, "cp", a.cp_ip, prefixlen, a.cp_ip6 if v6 else "")
 
     st.nodes = []
     for i in range(1, node_count + 1):
@@ -79,8 +107,15 @@ def build(st: ClusterState, node_count: int) -> None:
         st.netns.append(node_ns)
         pod_cidr = a.node_pod_cidr(i)
         gw = str(ipaddress.ip_network(pod_cidr)[1])
-        st.nodes.append(NodeState(name=name, ip=a.node_ip(i), pod_cidr=pod_cidr, gateway=gw, netns=node_ns))
-        _plug(st, node_ns, f"n{i}", a.node_ip(i), prefixlen)
+        node = NodeState(name=name, ip=a.node_ip(i), pod_cidr=pod_cidr, gateway=gw, netns=node_ns)
+        if fams != ("ipv4",):
+            node.internal_ips, node.pod_cidrs = a.node_ips(i, fams), a.node_pod_cidrs(i, fams)
+        if v6:
+            node.ip6, node.pod_cidr6 = a.node_ip6(i), a.node_pod_cidr6(i)
+            node.gateway6 = str(ipaddress.ip_network(node.pod_cidr6)[1])
+            _ipv6_sysctls(node_ns, router=True)
+        st.nodes.append(node)
+        _plug(st, node_ns, f"n{i}", a.node_ip(i), prefixlen, node.ip6)
         netns.sysctl(node_ns, "net.ipv4.ip_forward", "1")
         netns.sysctl(node_ns, "net.ipv4.conf.all.rp_filter", "0")
         netns.sysctl(node_ns, "net.ipv4.conf.default.rp_filter", "0")
@@ -92,7 +127,9 @@ def build(st: ClusterState, node_count: int) -> None:
     ext_ns = netns.name_for(st.run_id, EXT)
     netns.add(ext_ns)
     st.netns.append(ext_ns)
-    _plug(st, ext_ns, "ext", a.ext_ip, prefixlen)
+    if v6:
+        _ipv6_sysctls(ext_ns)
+    _plug(st, ext_ns, "ext", a.ext_ip, prefixlen, a.ext_ip6 if v6 else "")
 
     for node in st.nodes:
         _route(cp_ns, node.pod_cidr, node.ip)
@@ -100,9 +137,17 @@ def build(st: ClusterState, node_count: int) -> None:
         for other in st.nodes:
             if other.name != node.name:
                 _route(node.netns, other.pod_cidr, other.ip)
+        if v6:
+            _route(cp_ns, node.pod_cidr6, node.ip6)
+            _route(node.netns, "default", a.cp_ip6)
+            for other in st.nodes:
+                if other.name != node.name:
+                    _route(node.netns, other.pod_cidr6, other.ip6)
     # Service externalIPs are routed by the "outside world" to the first node, as a router would.
     if st.nodes:
         _route(ext_ns, a.external_ips, st.nodes[0].ip)
+        if v6:
+            _route(ext_ns, a.external_ips6, st.nodes[0].ip6)
 
 
 def teardown_namespaces(st: ClusterState) -> list[str]:
