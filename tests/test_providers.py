@@ -204,9 +204,13 @@ def test_cluster_list_reads_local_state_and_kind(tmp_path, stand_ins):
 def test_cluster_list_says_why_kind_is_not_listed(tmp_path, monkeypatch):
     monkeypatch.setenv("PROXYSUITE_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("PROXYSUITE_CACHE_DIR", str(tmp_path / "cache"))  # nor a kind `proxysuite kind setup-engine` built
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    # An empty PATH: neither docker nor kind, whatever this machine has installed where (docker.io puts docker in
+    # /usr/bin, a static install in /usr/local/bin). The first missing tool is named, with its fix.
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     doc = cli.cluster_list()
-    assert "kind" in doc["not_listed"] and "install kind" in doc["not_listed"]["kind"]
+    assert "kind" in doc["not_listed"], doc
+    assert "docker is not installed" in doc["not_listed"]["kind"] and "(fix: install the Docker CLI" in doc["not_listed"]["kind"], doc
 
 
 def test_cluster_status_json_and_text(tmp_path):
