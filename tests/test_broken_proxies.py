@@ -35,7 +35,7 @@ def _kube_proxy() -> str:
     return str(components.ensure(progress=lambda m: None)["kube-proxy"])
 
 
-def _catalogue(tmp_path: Path, name: str, proxy_cmd: str, select: str) -> dict:
+def _catalogue(tmp_path: Path, name: str, proxy_cmd: str, select: str, *extra: str) -> dict:
     """Run the selected checks against the broken proxy; the matrix cells of the custom column, by check id."""
     reports = tmp_path / "reports"
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
@@ -44,12 +44,15 @@ def _catalogue(tmp_path: Path, name: str, proxy_cmd: str, select: str) -> dict:
          "-p", "no:cacheprovider", "-q", "-n", "2", "--provider", "local", "--mode", "custom", "--proxy-cmd", proxy_cmd,
          "--cluster-name", f"pstest-broken-{name}-{worker}", "--reports-dir", str(reports),
          # Each red row would otherwise wait the full default ceiling for a programming that never comes.
-         "--programming-wait", str(PROGRAMMING_WAIT)],
+         "--programming-wait", str(PROGRAMMING_WAIT), *extra],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )
-    matrix = reports / "matrix" / "matrix-custom.json"
+    # The column is the mode, with the IP family unless it is the default (docs/ip-family.md).
+    family = extra[extra.index("--ip-family") + 1] if "--ip-family" in extra else "ipv4"
+    column = "custom" if family == "ipv4" else f"custom-{family}"
+    matrix = reports / "matrix" / f"matrix-{column}.json"
     assert matrix.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    cells = {cid: c["modes"]["custom"] for cid, c in json.loads(matrix.read_text())["checks"].items()}
+    cells = {cid: c["modes"][column] for cid, c in json.loads(matrix.read_text())["checks"].items()}
     assert cells, proc.stdout[-3000:]
     return cells
 
@@ -208,3 +211,30 @@ def test_a_proxy_that_ignores_lb_ip_mode(tmp_path):
     assert {c["observed"] for cid, c in cells.items() if cid in in_cluster} == {"REACH"}
     # The load balancer's own path still works: the failures are about the short-circuit.
     assert set(_results(cells, contains="external->lb").values()) == {"pass"}
+
+
+def test_a_proxy_that_drops_services_behind_a_proxying_load_balancer(tmp_path):
+    binary = _patched_kube_proxy("skip-ipmode-proxy-services")
+    cells = _catalogue(tmp_path, "skipproxylb", f"{binary} {KUBE_PROXY_ARGS} --proxy-mode=iptables",
+                       "test_lb_ip_mode_proxy or (test_routing and external and lb)")
+    rows = _results(cells, startswith="lb-ipmode-proxy[")
+    external = {cid: r for cid, r in rows.items() if "external->" in cid}
+    # The load balancer sends the client's packets to the Service's NodePorts, which this proxy never programmed.
+    assert len(external) == 2 and set(external.values()) == {"fail"}, rows
+    assert {cells[cid]["observed"] for cid in external} <= {"REFUSED", "TIMEOUT"}, {cid: cells[cid]["detail"] for cid in external}
+    # Leaving the ingress IP alone is right (in-cluster rows), and a VIP-mode LoadBalancer is served: the
+    # failures are about dropping the whole Service.
+    assert {r for cid, r in rows.items() if cid not in external} == {"pass"}, rows
+    assert set(_results(cells, startswith="to-service[external->lb").values()) == {"pass"}
+
+
+def test_a_proxy_that_is_blind_for_ipv6_only(tmp_path):
+    cells = _catalogue(tmp_path, "v6blind", f"sh {BROKEN / 'ipv6_blind.sh'} {_kube_proxy()} {KUBE_PROXY_ARGS}",
+                       "test_routing and (clusterip or nodeport) and (pod-other-node or external) and tcp and not localhost",
+                       "--ip-family", "dual")
+    v6 = _results(cells, contains="/ipv6]")
+    v4 = _results(cells, contains="/ipv4]")
+    # The IPv6 proxier programs no ClusterIP or NodePort: every IPv6 row fails, from a pod and from outside.
+    assert len(v6) >= 3 and set(v6.values()) == {"fail"}, v6
+    # The same rows over IPv4 pass: the failures are about the family, not the Services or the vantages.
+    assert {cid.replace("/ipv4]", "/ipv6]") for cid in v4} == set(v6) and set(v4.values()) == {"pass"}, v4

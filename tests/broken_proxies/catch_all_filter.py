@@ -1,5 +1,7 @@
 """iptables-restore filter of answer_unallocated.sh: a catch-all for every service range it sees, before the NodePort jump."""
-import ipaddress, re, sys
+import ipaddress
+import re
+import sys
 configured = ipaddress.ip_network(sys.argv[1])
 rule = re.compile(r'^-A KUBE-SERVICES .*:(\S+) cluster IP" .*-p (tcp|udp) -d (\S+?)(/32)? .*-j (KUBE-SVC-\S+)')
 lines = sys.stdin.readlines()

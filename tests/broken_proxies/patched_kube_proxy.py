@@ -13,6 +13,10 @@ and metrics are otherwise kube-proxy's own:
 * ``always-same-node``: ``CategorizeEndpoints`` (pkg/proxy/topology.go) keeps a Service's traffic on the node
   whenever the node has a ready endpoint of it, also for Services that ask for no traffic distribution (where
   topology is not in use, including the fallback), as a proxy with a built-in "local first" preference would.
+* ``skip-ipmode-proxy-services``: ``serviceToServiceMap`` (pkg/proxy/servicechangetracker.go) drops a whole
+  Service as soon as one of its load-balancer ingress IPs has ``ipMode: Proxy``, as a proxy that reads KEP-1860 as
+  "the load balancer handles this Service" would: its ingress IP is rightly left alone, but so are its cluster IP
+  and NodePorts, which the proxying load balancer sends its traffic to.
 
     python3 patched_kube_proxy.py build PATCH          # build (cached) and print the binary's path
     python3 patched_kube_proxy.py run PATCH ARGS...    # build if needed, then exec it as kube-proxy ARGS --proxy-mode=iptables
@@ -55,6 +59,14 @@ PATCHES: dict[str, tuple[str, str, str]] = {
         "\t\t\tif local := filterEndpoints(clusterEndpoints, func(ep Endpoint) bool { return ep.IsLocal() }); len(local) > 0 {\n"
         "\t\t\t\tclusterEndpoints = local\n\t\t\t}\n\t\t}\n"
         "\t\t// If we didn't get any endpoints, try again using terminating endpoints.\n",
+    ),
+    "skip-ipmode-proxy-services": (
+        "pkg/proxy/servicechangetracker.go",
+        "\tif proxyutil.ShouldSkipService(service) {\n\t\treturn nil\n\t}\n",
+        "\tif proxyutil.ShouldSkipService(service) {\n\t\treturn nil\n\t}\n"
+        "\t// proxysuite broken proxy: a Service with an ipMode Proxy ingress IP is left to its load balancer entirely.\n"
+        "\tfor _, ing := range service.Status.LoadBalancer.Ingress {\n"
+        "\t\tif ing.IP != \"\" && !proxyutil.IsVIPMode(ing) {\n\t\t\treturn nil\n\t\t}\n\t}\n",
     ),
 }
 
