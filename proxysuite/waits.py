@@ -66,10 +66,12 @@ PROXY_RECOVERY = Wait(
     "(iptables canary chain monitor / periodic full resync, default sync period 30s)",
 )
 FLUSH_NOTICED = Wait(
-    "FLUSH_NOTICED", 20, 1.0,
+    "FLUSH_NOTICED", 5, 1.0,
     "a proxy noticing on its own that its rules were flushed (iptables: canary chain monitor); "
     "after this ceiling the check triggers a sync with a change instead",
 )
+"""Short on purpose: kube-proxy's canary monitor polls once per syncPeriod (30 s by default), so a longer wait mostly
+idles while the disruption lock holds every other check back; whether recovery needed a change is recorded, not judged."""
 
 STREAM_GAP = Wait(
     "STREAM_GAP", 3.0, 0.1,

@@ -132,7 +132,8 @@ def test_rules_flushed(cluster, disrupted, conformance):
             how = str(exc)
     # Whether recovery needed a change is recorded, not judged: on a shared cluster any endpoint
     # change elsewhere also triggers the sync, so "by itself" is not attributable run to run
-    # (seen: iptables back in 3 s during a busy run, not within 20 s on a quiet one).
+    # (seen: iptables back in 3 s during a busy run, not within 20 s on a quiet one: its canary monitor polls once
+    # per syncPeriod).
     conformance.record.notes.append(f"traffic {'broke' if broke else 'did not visibly break'} after the flush; {how}")
     # The recovered path must hold over a whole sample, like any positive row.
     conformance.run_row(jig, row, sc.svc("before"))
