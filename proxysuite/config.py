@@ -62,6 +62,9 @@ OPTIONS: tuple[Option, ...] = (
            "the proxy-health checks judge them), none (bring-up waits for nothing; the proxy-health checks skip), or "
            "exec:COMMAND (bring-up waits until COMMAND, run in each node's namespace with --proxy-cmd's placeholders, "
            "exits 0; the proxy-health checks skip)", "kube-proxy"),
+    Option("proxy-flush", "--mode custom: a shell command, run in a node's network namespace, that removes the proxy's "
+           "rules (or tables, maps) and prints how many are left, 0 when it worked; the rules-flushed and "
+           "across-rules-flush checks run with it (unset: they skip for a custom proxy, which the suite cannot flush)"),
     Option("proxy-manifest", "YAML applied on a kind custom.yaml cluster to install your proxy (DaemonSet)"),
     Option("cilium-variant", "kind + --mode cilium: Helm values variant default|maglev|dsr, or a values file "
            "(default: $PROXYSUITE_CILIUM_VARIANT or default)"),
@@ -95,6 +98,8 @@ class SuiteConfig:
     proxy_cmd: str | None = None
     proxy_health: str = "kube-proxy"
     """How the proxy under test shows readiness: ``kube-proxy``, ``none`` or ``exec:COMMAND`` (custom mode)."""
+    proxy_flush: str | None = None
+    """A custom proxy's flush (``sh -c`` in a node's namespace, prints what is left); see :func:`proxysuite.modes.flush_command`."""
     proxy_manifest: str | None = None
     cilium_variant: str | None = None
     kind_node_image: str | None = None
@@ -133,6 +138,9 @@ class SuiteConfig:
             if self.provider != "local" or self.mode != "iptables":
                 raise SuiteError(f"--iptables-backend chooses the tools of the local provider's kube-proxy in iptables mode, "
                                  f"not --provider {self.provider} --mode {self.mode}", "drop --iptables-backend, or use --provider local --mode iptables")
+        if self.proxy_flush is not None and (self.mode != "custom" or not self.proxy_flush.strip()):
+            raise SuiteError(f"--proxy-flush is how a custom proxy's rules are flushed; {self.mode} has its own" if self.mode != "custom"
+                             else "--proxy-flush is empty", "drop --proxy-flush, or pass --mode custom --proxy-flush 'COMMAND'")
         if self.proxy_cmd and self.mode != "custom":
             raise SuiteError("--proxy-cmd replaces kube-proxy, so it only goes with --mode custom", "add --mode custom")
 

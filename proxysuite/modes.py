@@ -92,6 +92,14 @@ MODES: dict[str, Mode] = {
 }
 
 
+def flush_command(mode: str, custom: str | None = None) -> tuple[str, ...] | None:
+    """What removes the proxy's rules on a node and prints how many are left: the mode's own flush, or for a custom
+    proxy the ``--proxy-flush`` command its author gave (None: the flush checks skip)."""
+    if mode == "custom":
+        return ("sh", "-c", custom) if custom else None
+    return get_mode(mode).datapath.flush or None
+
+
 def get_mode(name: str) -> Mode:
     try:
         return MODES[name]

@@ -228,6 +228,22 @@ def test_a_proxy_that_drops_services_behind_a_proxying_load_balancer(tmp_path):
     assert set(_results(cells, startswith="to-service[external->lb").values()) == {"pass"}
 
 
+def test_a_proxy_that_never_resyncs_in_full_stays_flushed(tmp_path):
+    from proxysuite.modes import get_mode
+
+    binary = _patched_kube_proxy("no-full-resync")
+    # The flush the suite uses for kube-proxy's iptables mode, handed over as a custom proxy's --proxy-flush.
+    flush = get_mode("iptables").datapath.flush[2]
+    cells = _catalogue(tmp_path, "noresync", f"{binary} {KUBE_PROXY_ARGS} --proxy-mode=iptables",
+                       "test_rules_flushed or test_across_rules_flush or test_proxy_restart", "--proxy-flush", flush)
+    # Its partial syncs reference chains the flush removed and never restore the jumps into KUBE-SERVICES: traffic
+    # stays broken after the flush and the Service change that should make any proxy resync.
+    assert cells["rules-flushed"]["result"] == "fail" and cells["rules-flushed"]["observed"] in ("TIMEOUT", "REFUSED"), cells["rules-flushed"]
+    assert cells["across-rules-flush"]["result"] == "fail" and "rules resynced" in cells["across-rules-flush"]["reason"], cells["across-rules-flush"]
+    # A restarted process starts with a full sync and is served again: the failures are about the missing resync.
+    assert cells["proxy-restart"]["result"] == "pass", cells["proxy-restart"]
+
+
 def test_a_proxy_that_is_blind_for_ipv6_only(tmp_path):
     cells = _catalogue(tmp_path, "v6blind", f"sh {BROKEN / 'ipv6_blind.sh'} {_kube_proxy()} {KUBE_PROXY_ARGS}",
                        "test_routing and (clusterip or nodeport) and (pod-other-node or external) and tcp and not localhost",

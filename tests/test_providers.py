@@ -259,3 +259,19 @@ def test_unsupported_anywhere_in_a_test_is_a_skip_with_the_reason(tmp_path):
                           text=True, cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "1 failed, 2 skipped" in proc.stdout, proc.stdout
     assert "no LoadBalancer here" in proc.stdout and "no external client" in proc.stdout
+
+
+def test_proxy_flush_belongs_to_a_custom_proxy_and_is_its_flush():
+    from proxysuite.config import SuiteConfig
+    from proxysuite.modes import flush_command
+
+    with pytest.raises(SuiteError, match="iptables has its own"):
+        SuiteConfig(mode="iptables", proxy_flush="true")
+    with pytest.raises(SuiteError, match="is empty"):
+        SuiteConfig(mode="custom", proxy_cmd="p", proxy_flush=" ")
+    cfg = SuiteConfig(mode="custom", proxy_cmd="p", proxy_flush="nft delete table ip p && echo 0")
+    assert flush_command(cfg.mode, cfg.proxy_flush) == ("sh", "-c", "nft delete table ip p && echo 0")
+    # Without it the flush checks skip for a custom proxy; kube-proxy's modes keep their own.
+    assert flush_command("custom", None) is None
+    assert flush_command("iptables", "ignored")[2].startswith("iptables-save")
+    assert flush_command("cilium") is None

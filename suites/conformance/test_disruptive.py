@@ -23,13 +23,15 @@ import pytest
 from proxysuite import waits
 from proxysuite.conformance import EXPECTED, REACH, Row, check
 from proxysuite.conformance.scenario import ServiceSpec, build_scenario
-from proxysuite.modes import get_mode
+from proxysuite.modes import flush_command, get_mode
 
 NO_FLUSH = {
     "ipvs": "no flush is defined for ipvs: a faithful one would clear the IPVS table (ipvsadm -C) and the KUBE-* "
             "iptables chains, which the ipvs proxier restores on its next sync (pkg/proxy/ipvs/proxier.go); not written yet",
     "cilium": "not applicable to Cilium: it programs pinned BPF maps, not rules, and deleting them is not a "
               "proxy-recovery scenario (kubeproxy-free.rst)",
+    "custom": "the suite cannot flush a custom proxy's rules: pass --proxy-flush 'COMMAND' (run in a node's namespace, "
+              "prints how many rules are left) to run this check",
 }
 """Why a mode has no flush: the rules-flushed check skips with this reason."""
 RESTART_SOURCES = (
@@ -83,7 +85,7 @@ def test_proxy_restart(cluster, disrupted, conformance):
 
 
 @check("disruption", "rules-flushed", disruptive=True)
-def test_rules_flushed(cluster, disrupted, conformance):
+def test_rules_flushed(cluster, disrupted, conformance, suite_config):
     """Flush the proxy's rules on the client's node; traffic must come back.
 
     The check first waits FLUSH_NOTICED for the proxy to notice on its own (iptables mode watches
@@ -92,7 +94,7 @@ def test_rules_flushed(cluster, disrupted, conformance):
     back 0.5 s after one. How recovery happened goes into the matrix notes.
     """
     _require(cluster, "node_exec")
-    flush = get_mode(cluster.mode).datapath.flush
+    flush = flush_command(cluster.mode, suite_config.proxy_flush)
     if not flush:
         pytest.skip(NO_FLUSH.get(cluster.mode, f"flushing rules is defined for kube-proxy iptables/nftables, not {cluster.mode}"))
     sc = disrupted

@@ -32,7 +32,7 @@ from proxysuite import waits
 from proxysuite.conformance import EXPECTED, RECORD_ONLY, Context, Row, check, per_mode
 from proxysuite.conformance.expectations import moves_to_ready, survives
 from proxysuite.conformance.scenario import ServiceSpec, build_scenario
-from proxysuite.modes import get_mode
+from proxysuite.modes import flush_command, get_mode
 from proxysuite.probes import analysis
 from proxysuite.probes.engine import OK, ProbeRequest
 
@@ -287,11 +287,11 @@ def test_across_proxy_restart(cluster, lived, conformance):
 
 
 @check("long-lived", "across-rules-flush", disruptive=True)
-def test_across_rules_flush(cluster, lived, conformance):
+def test_across_rules_flush(cluster, lived, conformance, suite_config):
     ok, why = cluster.features().require("node_exec")
     if not ok:
         pytest.skip(why)
-    flush = get_mode(cluster.mode).datapath.flush
+    flush = flush_command(cluster.mode, suite_config.proxy_flush)
     if not flush:
         from test_disruptive import NO_FLUSH
 

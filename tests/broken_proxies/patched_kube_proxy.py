@@ -17,6 +17,9 @@ and metrics are otherwise kube-proxy's own:
   Service as soon as one of its load-balancer ingress IPs has ``ipMode: Proxy``, as a proxy that reads KEP-1860 as
   "the load balancer handles this Service" would: its ingress IP is rightly left alone, but so are its cluster IP
   and NodePorts, which the proxying load balancer sends its traffic to.
+* ``no-full-resync``: ``syncProxyRules`` (pkg/proxy/iptables/proxier.go) does its first full sync and from then on
+  only partial ones, ignoring both a failed restore and the canary monitor's call for a full resync: it trusts its
+  memory of the kernel's rules, so rules flushed behind its back stay gone (for up to ``FullSyncPeriod``, an hour).
 
     python3 patched_kube_proxy.py build PATCH          # build (cached) and print the binary's path
     python3 patched_kube_proxy.py run PATCH ARGS...    # build if needed, then exec it as kube-proxy ARGS --proxy-mode=iptables
@@ -67,6 +70,12 @@ PATCHES: dict[str, tuple[str, str, str]] = {
         "\t// proxysuite broken proxy: a Service with an ipMode Proxy ingress IP is left to its load balancer entirely.\n"
         "\tfor _, ing := range service.Status.LoadBalancer.Ingress {\n"
         "\t\tif ing.IP != \"\" && !proxyutil.IsVIPMode(ing) {\n\t\t\treturn nil\n\t\t}\n\t}\n",
+    ),
+    "no-full-resync": (
+        "pkg/proxy/iptables/proxier.go",
+        "\tdoFullSync := proxier.needFullSync ||\n",
+        "\t// proxysuite broken proxy: after the first full sync, only partial ones (rules flushed behind its back stay gone).\n"
+        "\tdoFullSync := (proxier.needFullSync && proxier.lastFullSync.IsZero()) ||\n",
     ),
 }
 
