@@ -195,8 +195,9 @@ def test_a_proxy_that_answers_unallocated_cluster_ips(tmp_path):
     rows = _results(cells, startswith="unallocated-in-each-range[")
     # No mode answers an address no Service holds, in either range: every row fails with the answer it got.
     assert len(rows) == 4 and set(rows.values()) == {"fail"}, rows
-    # Answered every time: REACH, or MIXED(ok:N) where a row's classes do not include REACH.
-    assert all(cells[cid]["observed"] in ("REACH", "MIXED(ok:2)") for cid in rows), \
+    # Answered: REACH, or MIXED(ok:N, ...) where a row's classes do not include REACH. One of a row's two UDP
+    # datagrams may go unanswered (seen once in a CI run); a proxy that does not answer at all gets no "ok".
+    assert all(cells[cid]["observed"] == "REACH" or "ok:" in cells[cid]["observed"] for cid in rows), \
         {cid: (cells[cid]["observed"], cells[cid]["detail"]) for cid in rows}
     # Allocated cluster IPs keep their own rules: the failures are about the catch-all.
     assert set(_results(cells, startswith="to-service[").values()) == {"pass"}
