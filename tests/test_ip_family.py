@@ -242,3 +242,70 @@ def test_dual_stack_cluster_gets_prefer_dual_stack_services(jig):
     assert jig.service_body("web")["spec"]["ipFamilyPolicy"] == "PreferDualStack"
     jig.cluster.ip_families = ("ipv4",)
     assert "ipFamilyPolicy" not in jig.service_body("web")["spec"]
+
+
+def test_check_per_family_expands_every_row_but_family_pinned_ones():
+    from proxysuite.conformance import check
+
+    rows = [Row("pod-other-node", "clusterip"), Row("external", "lb", family="ipv4")]
+
+    @check("routing", "probe", rows=rows, per_family=True)
+    def probe(row):
+        pass
+
+    (marker,) = [m for m in probe.pytestmark if m.name == "proxysuite_rows"]
+    assert [r.id for r in expand_families(marker.args[0], ("ipv4", "ipv6"))] == [
+        "pod-other-node->clusterip/tcp/ipv4", "pod-other-node->clusterip/tcp/ipv6", "external->lb/tcp/ipv4"]
+
+
+class _Features:
+    def __init__(self, routed):
+        self.routed = routed
+
+    def require(self, name):
+        return (self.routed, "" if self.routed else "the provider routes no externalIP range")
+
+
+class _EipCluster:
+    def __init__(self, families, routed):
+        self.ip_families, self._routed = families, routed
+        self.external_ip_cidrs = ("10.202.0.0/24", "2001:db8:202::/120")[: len(families)] if families[0] == "ipv4" \
+            else ("2001:db8:202::/120",)
+        self.external_ip_cidr = self.external_ip_cidrs[0]
+
+    def features(self):
+        return _Features(self._routed)
+
+
+@pytest.mark.parametrize("families", [("ipv4",), ("ipv6",), ("ipv4", "ipv6")])
+@pytest.mark.parametrize("routed", [True, False])
+def test_external_ips_one_per_family_primary_first(families, routed):
+    import ipaddress
+
+    from proxysuite.conformance.scenario import FALLBACK_EXTERNAL_IP_CIDRS, external_ip, external_ips
+
+    c = _EipCluster(families, routed)
+    ips, was_routed = external_ips(c, "ns-a")
+    assert was_routed is routed and [ipfamily.family_of(i) for i in ips] == list(families)
+    ranges = dict(zip(families, c.external_ip_cidrs)) if routed else FALLBACK_EXTERNAL_IP_CIDRS
+    for ip, family in zip(ips, families):
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network(ranges[family])
+    assert external_ip(c, "ns-a") == (ips[0], routed)
+    assert external_ips(c, "ns-b")[0] != ips  # salted, so parallel modules do not collide
+
+
+def test_second_service_range_is_filled_in_every_family():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "suites" / "conformance" / "test_service_cidrs.py"
+    spec = importlib.util.spec_from_file_location("_cidrs_module", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ranges = {"ipv4": "198.51.100.0/30", "ipv6": "fd00:10:97::/126"}
+    assert mod._fill_plan(ranges, ("ipv4", "ipv6")) == {
+        "second": ["198.51.100.1", "fd00:10:97::1"], "second-peer": ["198.51.100.2", "fd00:10:97::2"],
+        "second-v6": ["fd00:10:97::3"]}
+    assert mod._fill_plan(ranges, ("ipv6",)) == {
+        "second": ["fd00:10:97::1"], "second-peer": ["fd00:10:97::2"], "second-v6": ["fd00:10:97::3"]}
+    assert mod._fill_plan(ranges, ("ipv4",)) == {"second": ["198.51.100.1"], "second-peer": ["198.51.100.2"]}

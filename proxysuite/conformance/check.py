@@ -39,7 +39,8 @@ race, two writers on one table) fails instead of being sampled inside its good m
 proxy passed every NodePort row when the sample was taken within one second of the first answer."""
 
 
-def check(capability: str, name: str, rows: Sequence[Row] | None = None, *, disruptive: bool = False):
+def check(capability: str, name: str, rows: Sequence[Row] | None = None, *, disruptive: bool = False,
+          per_family: bool = False):
     """Declare a conformance check.
 
     :param capability: the matrix group: ``routing``, ``load-balancing``, ``session-affinity``,
@@ -47,7 +48,13 @@ def check(capability: str, name: str, rows: Sequence[Row] | None = None, *, disr
         ``disruption``, ``sctp``, ``udp-conntrack``, ``long-lived``, ``service-cidrs``, ``ip-families``.
     :param name: kebab-case scenario name that reads source-to-target, e.g. ``pod-to-clusterip``.
     :param rows: parametrize the test over these rows (argument ``row``).
+    :param per_family: every row means the same in each IP family (as ``Row(per_family=True)`` on each): on a
+        cluster that is not single-stack IPv4 the rows run once per family it serves.
     """
+    if per_family and rows is not None:
+        from dataclasses import replace
+
+        rows = [r if r.family else replace(r, per_family=True) for r in rows]
 
     def deco(fn):
         marks = [pytest.mark.conformance, pytest.mark.proxysuite_check(capability=capability, name=name)]

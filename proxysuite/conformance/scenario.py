@@ -96,23 +96,41 @@ def build_scenario(cluster, k8s, run_id: str, namespace: str, *, backends: dict[
 FALLBACK_EXTERNAL_IP_CIDR = "203.0.113.0/24"
 """TEST-NET-3, as upstream e2e uses for externalIPs not assigned to a node; pods and nodes reach it through
 the proxy's own rules, the external client only if the provider routes it."""
+FALLBACK_EXTERNAL_IP_CIDRS = {"ipv4": FALLBACK_EXTERNAL_IP_CIDR, "ipv6": "2001:db8:203::/120"}
+"""The same per family: an IPv6 documentation range apart from the local provider's routed one."""
 
 
-def external_ip(cluster, salt: str) -> tuple[str, bool]:
-    """An externalIP for a scenario and whether the external client can route to it.
+def external_ips(cluster, salt: str) -> tuple[list[str], bool]:
+    """One externalIP per family the cluster serves (primary first), and whether the external client can route them.
 
-    A provider whose external client routes an externalIP range to the nodes offers the
-    ``external_ips`` feature and names the range in ``external_ip_cidr``; elsewhere the address
-    comes from TEST-NET-3. It is picked by hashing ``salt`` so modules running in parallel do not collide.
+    A provider whose external client routes an externalIP range to the nodes offers the ``external_ips`` feature
+    and names the ranges in ``external_ip_cidrs`` (``external_ip_cidr`` for the primary family); elsewhere the
+    addresses come from :data:`FALLBACK_EXTERNAL_IP_CIDRS`. Each is picked by hashing ``salt`` so modules running
+    in parallel do not collide.
     """
     import hashlib
     import ipaddress
 
+    from ..ipfamily import family_of
+
     routed, _why = cluster.features().require("external_ips")
-    net = ipaddress.ip_network(cluster.external_ip_cidr if routed else FALLBACK_EXTERNAL_IP_CIDR)
-    hosts = net.num_addresses - 2
-    offset = int(hashlib.sha1(salt.encode()).hexdigest(), 16) % max(hosts - 10, 1) + 10
-    return str(net.network_address + offset), routed
+    ranges = {}
+    if routed:
+        for c in getattr(cluster, "external_ip_cidrs", None) or (cluster.external_ip_cidr,):
+            ranges.setdefault(family_of(c), c)
+    out = []
+    for family in getattr(cluster, "ip_families", None) or ("ipv4",):
+        net = ipaddress.ip_network(ranges.get(family) or FALLBACK_EXTERNAL_IP_CIDRS[family])
+        hosts = net.num_addresses - 2
+        offset = int(hashlib.sha1(salt.encode()).hexdigest(), 16) % max(hosts - 10, 1) + 10
+        out.append(str(net.network_address + offset))
+    return out, routed
+
+
+def external_ip(cluster, salt: str) -> tuple[str, bool]:
+    """The primary family's address of :func:`external_ips`, and whether the external client routes it."""
+    ips, routed = external_ips(cluster, salt)
+    return ips[0], routed
 
 
 def node_http(cluster, node: str, port: int, path: str) -> tuple[int, str]:

@@ -280,7 +280,7 @@ class ServiceJig:
                 {"name": "udp", "port": 81, "targetPort": UDP_PORT, "protocol": "UDP"},
             ]
         spec: dict = {"type": type, "ports": list(ports), "selector": dict(selector if selector is not None else self.selector)}
-        if len(getattr(self.cluster, "ip_families", ())) > 1:
+        if len(getattr(self.cluster, "ip_families", ())) > 1 and type != "ExternalName":  # a CNAME has no families
             # On a dual-stack cluster every scenario Service has both families, so each row can run once per family;
             # a check about ipFamilyPolicy itself sets its own in a tweak.
             spec["ipFamilyPolicy"] = "PreferDualStack"

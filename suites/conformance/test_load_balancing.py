@@ -53,7 +53,7 @@ def spread(cluster, k8s, suite_config, scenario_namespace):
 
 
 @pytest.mark.xdist_group("load-balancing")
-@check("load-balancing", "uniform", rows=ROWS)
+@check("load-balancing", "uniform", rows=ROWS, per_family=True)
 def test_uniform(row, spread, conformance):
     conformance.run_row(spread.jig, row, spread.svc(), ask="hostname")
 

@@ -30,7 +30,7 @@ from proxysuite.conformance import (
     check,
     per_mode,
 )
-from proxysuite.conformance.scenario import ServiceSpec, build_scenario, external_ip, icmp_rate_limit_note
+from proxysuite.conformance.scenario import ServiceSpec, build_scenario, external_ips, icmp_rate_limit_note
 
 pytestmark = pytest.mark.xdist_group("no-endpoints")
 
@@ -89,12 +89,12 @@ ODD_ROWS = [
 @pytest.fixture(scope="module")
 def empty(cluster, k8s, suite_config, scenario_namespace):
     ns = scenario_namespace("no-endpoints")
-    eip, routed = external_ip(cluster, ns)
+    eips, routed = external_ips(cluster, ns)
     sc = build_scenario(
         cluster, k8s, suite_config.run_id, ns, backends={0: 2},
         services={
             "empty": ServiceSpec("LoadBalancer", selector={"proxysuite.io/app": "nothing"}, endpoints=0,
-                                 tweak=lambda b: b["spec"].update(externalIPs=[eip])),
+                                 tweak=lambda b: b["spec"].update(externalIPs=eips)),
             "web": ServiceSpec("ClusterIP"),
         },
     )
@@ -103,7 +103,7 @@ def empty(cluster, k8s, suite_config, scenario_namespace):
     return sc
 
 
-@check("no-endpoints", "reject", rows=EMPTY_ROWS)
+@check("no-endpoints", "reject", rows=EMPTY_ROWS, per_family=True)
 def test_no_endpoints_rejects(row, empty, conformance):
     if row.vantage == "external" and row.target == "external-ip" and not empty.external_ip_routed:
         pytest.skip(empty.jig.cluster.features().require("external_ips")[1])
@@ -112,6 +112,6 @@ def test_no_endpoints_rejects(row, empty, conformance):
     conformance.run_row(empty.jig, row, empty.svc(row.service))
 
 
-@check("no-endpoints", "odd-destinations", rows=ODD_ROWS)
+@check("no-endpoints", "odd-destinations", rows=ODD_ROWS, per_family=True)
 def test_odd_destinations(row, empty, conformance):
     conformance.run_row(empty.jig, row, empty.svc(row.service))

@@ -58,13 +58,13 @@ PUBLISH_ROW = Row("pod-other-node", "clusterip", expect=REACH_ALL, klass=EXPECTE
 
 
 @pytest.mark.xdist_group("readiness")
-@check("readiness", "not-ready-gets-no-traffic", rows=NOT_READY_ROWS)
+@check("readiness", "not-ready-gets-no-traffic", rows=NOT_READY_ROWS, per_family=True)
 def test_not_ready_gets_no_traffic(row, unready, conformance):
     conformance.run_row(unready.jig, row, unready.svc(row.service), ask="hostname")
 
 
 @pytest.mark.xdist_group("readiness")
-@check("readiness", "publish-not-ready-addresses", rows=[PUBLISH_ROW])
+@check("readiness", "publish-not-ready-addresses", rows=[PUBLISH_ROW], per_family=True)
 def test_publish_not_ready(row, unready, conformance):
     everyone = [b.name for b in unready.jig.backend_pods()]
     conformance.run_row(unready.jig, row, unready.svc(row.service), allowed=everyone, ask="hostname")

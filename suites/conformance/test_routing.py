@@ -30,7 +30,7 @@ from proxysuite.conformance import (
     check,
     per_mode,
 )
-from proxysuite.conformance.scenario import ServiceSpec, build_scenario, external_ip
+from proxysuite.conformance.scenario import ServiceSpec, build_scenario, external_ips
 from proxysuite.ipfamily import families_in
 
 pytestmark = pytest.mark.xdist_group("routing")
@@ -51,7 +51,7 @@ EIP_NOTE = (
     "bpf_lxc.c translates it instead depends on compile-time flags: unknown. " + SOURCES
 )
 
-PER_FAMILY = ("clusterip", "nodeport-local", "nodeport-remote")
+PER_FAMILY = ("clusterip", "nodeport-local", "nodeport-remote", "lb", "external-ip")
 """Targets whose rows run once per IP family on a cluster that is not single-stack IPv4 (kube-proxy programs each
 family in its own tables: ip6tables, ``table ip6 kube-proxy``); the ids gain ``/ipv4`` or ``/ipv6``."""
 
@@ -77,11 +77,11 @@ ROWS = [
 @pytest.fixture(scope="module")
 def routing(cluster, k8s, suite_config, scenario_namespace):
     ns = scenario_namespace("routing")
-    eip, routed = external_ip(cluster, ns)
+    eips, routed = external_ips(cluster, ns)
     sc = build_scenario(
         cluster, k8s, suite_config.run_id, ns,
         backends={0: 2},
-        services={"web": ServiceSpec("LoadBalancer", tweak=lambda b: b["spec"].update(externalIPs=[eip]))},
+        services={"web": ServiceSpec("LoadBalancer", tweak=lambda b: b["spec"].update(externalIPs=eips))},
     )
     sc.external_ip_routed = routed
     return sc

@@ -52,16 +52,25 @@ from proxysuite.workloads.jig import ServiceJig
 
 pytestmark = pytest.mark.xdist_group("service-cidrs")
 
-SECOND_RANGE_CANDIDATES = ("198.51.100.0/24", "10.97.0.0/24", "192.168.240.0/24", "172.31.240.0/24")
-"""Where the second ServiceCIDR comes from: the first /30 of these that overlaps no ServiceCIDR, node, pod CIDR,
-ingress IP or externalIP range of the cluster. TEST-NET-2 first (upstream's e2e uses TEST-NET-3, which this
-catalogue already uses for externalIPs on providers that route none)."""
-SECOND_RANGE_PREFIX = 30
-SECOND_RANGE_SERVICES = ("second", "second-peer")
-"""The module's Services in the second range: a /30 has two allocatable addresses, and both are these. The
-apiserver picks a Ready range at random for every Service that does not ask for an address, so a range with
-room left would take other modules' Services; full, it leaves them to the cluster's own range, and a proxy
-that misses the second range fails this module's rows only. Its unallocated address is then its broadcast."""
+SECOND_RANGE_CANDIDATES = {
+    "ipv4": ("198.51.100.0/24", "10.97.0.0/24", "192.168.240.0/24", "172.31.240.0/24"),
+    "ipv6": ("fd00:10:97::/112", "fd00:10:98::/112", "fd00:198:51:100::/112"),
+}
+"""Where the second ServiceCIDR comes from, per family the cluster serves: the first subnet of these (of
+:data:`SECOND_RANGE_PREFIX`) that overlaps no ServiceCIDR, node, pod CIDR, ingress IP or externalIP range of the
+cluster. TEST-NET-2 first for IPv4 (upstream's e2e uses TEST-NET-3, which this catalogue already uses for
+externalIPs on providers that route none); unique-local ranges beside the local provider's for IPv6."""
+SECOND_RANGE_PREFIX = {"ipv4": 30, "ipv6": 126}
+"""Each family's second range is as small as the apiserver allows, so the module can fill it: a /30 has two
+allocatable addresses (network and broadcast are reserved), a /126 three (only the subnet-router anycast
+address, the first, is reserved; measured on v1.37.2: ``::0`` is refused, ``::1`` to ``::3`` allocated)."""
+SECOND_RANGE_SERVICES = ("second", "second-peer", "second-v6")
+"""The module's Services in the second range, filling it. The apiserver picks a Ready range at random for every
+Service that does not ask for an address, so a range with room left would take other modules' Services; full, it
+leaves them to the cluster's own range, and a proxy that misses the second range fails this module's rows only.
+``second`` and ``second-peer`` hold one address of every family the cluster serves (both IPv4 ones), ``second-v6``
+the third IPv6 one (an IPv6 single-stack Service). The range's unallocated address is then its IPv4 broadcast and
+its IPv6 network address."""
 IP_MODE_ANNOTATION = "proxysuite.io/lb-ip-mode"
 """Asks the local provider's load balancer for ``ipMode: Proxy`` (see proxysuite/cluster/local/lb.py)."""
 
@@ -77,7 +86,7 @@ SECOND_NOTE = (
     "with no notion of a service range (bpf/bpf_sock.c __sock4_xlate_fwd)"
 )
 REACH_ROWS = [
-    Row(v, "clusterip", p, service="second", klass=EXPECTED, note=SECOND_NOTE)
+    Row(v, "clusterip", p, service="second", klass=EXPECTED, note=SECOND_NOTE, per_family=True)
     for v in ("pod-same-node", "pod-other-node", "node")
     for p in ("tcp", "udp")
 ]
@@ -99,13 +108,13 @@ LAG_NOTE = (
     "like iptables'; TIMEOUT holds either way and the note says which was seen"
 )
 UNALLOCATED_ROWS = [
-    Row("node", "unallocated-ip", "udp", service="first", klass=IMPLEMENTATION_DEFINED, count=2, timeout=QUIET,
+    Row("node", "unallocated-ip", "udp", service="first", klass=IMPLEMENTATION_DEFINED, count=2, timeout=QUIET, per_family=True,
         note=UNALLOCATED_NOTE,
         expect=per_mode(iptables=TIMEOUT, nftables=DROPPED_ON_SENDER, ipvs=TIMEOUT, cilium=TIMEOUT, custom=ANY_DECLARED)),
-    Row("node", "unallocated-ip", "udp", service="second", klass=IMPLEMENTATION_DEFINED, count=2, timeout=QUIET,
+    Row("node", "unallocated-ip", "udp", service="second", klass=IMPLEMENTATION_DEFINED, count=2, timeout=QUIET, per_family=True,
         note=UNALLOCATED_NOTE + ". " + LAG_NOTE, expect=per_mode(TIMEOUT, custom=ANY_DECLARED)),
 ] + [
-    Row("pod-other-node", "unallocated-ip", p, service="second", klass=IMPLEMENTATION_DEFINED, count=2, timeout=QUIET,
+    Row("pod-other-node", "unallocated-ip", p, service="second", klass=IMPLEMENTATION_DEFINED, count=2, timeout=QUIET, per_family=True,
         note=UNALLOCATED_NOTE, expect=per_mode(TIMEOUT, custom=ANY_DECLARED))
     for p in ("tcp", "udp")
 ]
@@ -131,12 +140,12 @@ PROXY_ROWS = [
 ]
 
 
-def _overlaps(net: ipaddress.IPv4Network, used: list) -> bool:
-    return any(net.overlaps(u) for u in used)
+def _overlaps(net, used: list) -> bool:
+    return any(net.version == u.version and net.overlaps(u) for u in used)
 
 
-def second_range(cluster, k8s) -> str:
-    """The first of :data:`SECOND_RANGE_CANDIDATES` that overlaps nothing the cluster uses."""
+def second_range(cluster, k8s, family: str) -> str:
+    """The first subnet of :data:`SECOND_RANGE_CANDIDATES` of ``family`` that overlaps nothing the cluster uses."""
     from kubernetes import client
 
     net, core = client.NetworkingV1Api(k8s), client.CoreV1Api(k8s)
@@ -150,47 +159,64 @@ def second_range(cluster, k8s) -> str:
         texts += [a["address"] for a in (n.get("status") or {}).get("addresses") or [] if a.get("type", "").endswith("IP")]
     for s in plain(core.list_service_for_all_namespaces().items):
         texts += [i["ip"] for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [] if i.get("ip")]
-    used += [ipaddress.ip_network(t, strict=False) for t in texts if ":" not in t]
-    if getattr(cluster, "external_ip_cidr", None):
-        used.append(ipaddress.ip_network(cluster.external_ip_cidr))
-    for block in SECOND_RANGE_CANDIDATES:
-        for cand in ipaddress.ip_network(block).subnets(new_prefix=SECOND_RANGE_PREFIX):
+    used += [ipaddress.ip_network(t, strict=False) for t in texts]
+    used += [ipaddress.ip_network(c) for c in _provider_ranges(cluster)]
+    for block in SECOND_RANGE_CANDIDATES[family]:
+        for cand in ipaddress.ip_network(block).subnets(new_prefix=SECOND_RANGE_PREFIX[family]):
             if not _overlaps(cand, used):
                 return str(cand)
-    pytest.skip(f"every candidate second service range {SECOND_RANGE_CANDIDATES} overlaps a range this cluster uses")
+    pytest.skip(f"every candidate second service range {SECOND_RANGE_CANDIDATES[family]} overlaps a range this cluster uses")
+
+
+def _provider_ranges(cluster) -> list[str]:
+    """The provider's externalIP ranges (routed from the external client), of every family it has."""
+    return list(getattr(cluster, "external_ip_cidrs", None) or ()) or [c for c in (getattr(cluster, "external_ip_cidr", None),) if c]
+
+
+def _fill_plan(cidrs: dict[str, str], families: tuple[str, ...]) -> dict[str, list[str]]:
+    """Service name → its clusterIPs (primary family first), taking every allocatable address of the second range."""
+    hosts = {f: [str(ip) for ip in ipaddress.ip_network(cidrs[f]).hosts()] for f in families}
+    plan = {svc: [hosts[f][i] for f in families] for i, svc in enumerate(SECOND_RANGE_SERVICES[:2])}
+    if "ipv6" in families:
+        plan["second-v6"] = hosts["ipv6"][2:3]
+    return plan
 
 
 @pytest.fixture(scope="module")
 def cidrs(cluster, k8s, suite_config, scenario_namespace):
     from kubernetes import client
 
-    if why := cluster.family_reason("ipv4"):
-        pytest.skip(f"the second service range is one of the IPv4 ranges {SECOND_RANGE_CANDIDATES}: {why}")
+    families = tuple(cluster.ip_families)
     net = client.NetworkingV1Api(k8s)
     try:
         first = [c for sc in net.api_client.sanitize_for_serialization(net.list_service_cidr().items)
-                 for c in (sc.get("spec") or {}).get("cidrs") or [] if ":" not in c]
+                 for c in (sc.get("spec") or {}).get("cidrs") or []]
     except client.ApiException as exc:
         pytest.skip(f"the cluster does not serve networking.k8s.io/v1 ServiceCIDR ({exc.status} {exc.reason}); needs v1.33+")
     ns = scenario_namespace("service-cidrs")
     name = f"ps-{suite_config.run_id}-{hashlib.sha1(ns.encode()).hexdigest()[:6]}"
+    plan: dict[str, list[str]] = {}
     try:
-        # Until both of the range's addresses are ours, another module's Service could be given one of them.
+        # Until every address of the range is ours, another module's Service could be given one of them.
         with runlocks.held(suite_config.run_id, "clusterip", exclusive=True):
-            cidr = second_range(cluster, k8s)
+            ranges = {f: second_range(cluster, k8s, f) for f in families}
             net.create_service_cidr({
                 "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
-                "metadata": {"name": name, "labels": {RUN_LABEL: suite_config.run_id}}, "spec": {"cidrs": [cidr]}})
+                "metadata": {"name": name, "labels": {RUN_LABEL: suite_config.run_id}},
+                "spec": {"cidrs": [ranges[f] for f in families]}})
 
             def ready():
                 obj = net.api_client.sanitize_for_serialization(net.read_service_cidr(name))
                 return any(c.get("type") == "Ready" and c.get("status") == "True"
                            for c in (obj.get("status") or {}).get("conditions") or [])
 
-            waits.wait_until(waits.ENDPOINTS, ready, what=f"ServiceCIDR {name} ({cidr}) is Ready")
+            waits.wait_until(waits.ENDPOINTS, ready, what=f"ServiceCIDR {name} ({', '.join(ranges.values())}) is Ready")
             fill = ServiceJig(cluster, k8s, ns, suite_config.run_id)
-            for svc, ip in zip(SECOND_RANGE_SERVICES, list(ipaddress.ip_network(cidr).hosts())):
-                fill.service(svc, tweak=lambda b, ip=str(ip): b["spec"].update(clusterIP=ip))
+            plan = _fill_plan(ranges, families)
+            for svc, ips in plan.items():
+                fill.service(svc, tweak=lambda b, ips=ips: b["spec"].update(
+                    clusterIP=ips[0], clusterIPs=ips, ipFamilies=[f"IPv{ipaddress.ip_address(i).version}" for i in ips],
+                    ipFamilyPolicy="PreferDualStack" if len(ips) > 1 else "SingleStack"))
         proxy_annotation = {IP_MODE_ANNOTATION: "Proxy"}
         sc = build_scenario(
             cluster, k8s, suite_config.run_id, ns, backends={0: 2},
@@ -199,16 +225,17 @@ def cidrs(cluster, k8s, suite_config, scenario_namespace):
                 "proxy-lb": ServiceSpec("LoadBalancer", tweak=lambda b: b["metadata"].setdefault("annotations", {}).update(proxy_annotation)),
             },
         )
-        for svc in SECOND_RANGE_SERVICES:
+        for svc in plan:
             sc.jig.services.append(svc)
             sc.jig.wait_endpoints(svc, ready=2)
             sc.services[svc] = sc.jig.get_service(svc)
-        sc.cidr, sc.cidr_name, sc.first_cidrs = cidr, name, first
+        sc.cidrs, sc.cidr_name, sc.first_cidrs, sc.first_seen = ranges, name, first, {}
+        sc.cidr = ", ".join(ranges.values())
         sc.describe = lambda: _describe(net, sc)
         yield sc
     finally:
         # The ServiceCIDR keeps a finalizer until no IPAddress in it is left: delete its Services first.
-        for svc in SECOND_RANGE_SERVICES:
+        for svc in plan:
             try:
                 client.CoreV1Api(k8s).delete_namespaced_service(svc, ns)
             except client.ApiException:
@@ -237,15 +264,16 @@ def _describe(net, sc) -> str:
 
 
 def _with_forensics(conformance, cidrs, *mentions: str) -> None:
-    conformance.forensics.add("servicecidrs", cidrs.describe, cidrs.cidr, *cidrs.first_cidrs, *mentions)
+    conformance.forensics.add("servicecidrs", cidrs.describe, *cidrs.cidrs.values(), *cidrs.first_cidrs, *mentions)
 
 
 @check("service-cidrs", "second-range-reach", rows=REACH_ROWS)
 def test_second_range_reaches(row, cidrs, conformance):
     _with_forensics(conformance, cidrs)
     svc = cidrs.svc(row.service)
-    if ipaddress.ip_address(svc["spec"]["clusterIP"]) not in ipaddress.ip_network(cidrs.cidr):
-        pytest.fail(f"service {row.service} got clusterIP {svc['spec']['clusterIP']}, outside the second range {cidrs.cidr}")
+    for ip in svc["spec"].get("clusterIPs") or [svc["spec"]["clusterIP"]]:
+        if not any(ipaddress.ip_address(ip) in ipaddress.ip_network(c) for c in cidrs.cidrs.values()):
+            pytest.fail(f"service {row.service} got clusterIP {ip}, outside the second range {cidrs.cidr}")
     conformance.run_row(cidrs.jig, row, svc)
 
 
@@ -255,14 +283,14 @@ def test_unallocated_in_each_range(row, cidrs, conformance):
     jig = cidrs.jig
     svc = cidrs.svc(row.service)
     if row.vantage == "node" and row.service == "first":
-        cidrs.first_seen = classify(conformance.run_row(jig, row, svc), Context(), [DROPPED_ON_SENDER])
+        cidrs.first_seen[row.family] = classify(conformance.run_row(jig, row, svc), Context(), [DROPPED_ON_SENDER])
         return
     if row.vantage == "node" and row.service == "second":
         # What the first range gets from this vantage, beside the second range's verdict (the matrix shows both);
         # probed here only when the first-range row did not run first.
-        first = getattr(cidrs, "first_seen", None)
+        first = cidrs.first_seen.get(row.family)
         if first is None:
-            v, t, _ = conformance.resolve(jig, Row(row.vantage, "unallocated-ip", row.proto), cidrs.svc("first"))
+            v, t, _ = conformance.resolve(jig, Row(row.vantage, "unallocated-ip", row.proto, family=row.family), cidrs.svc("first"))
             first = classify(jig.probe(v, t, count=row.count, timeout=row.timeout, label=f"{row.id} (first range)"),
                              Context(), [DROPPED_ON_SENDER])
         obs = conformance.run_row(jig, row, svc)

@@ -32,7 +32,7 @@ import pytest
 
 from proxysuite import waits
 from proxysuite.conformance import EXPECTED, NO_REACH, REACH, REACH_ALL, REFUSED, REQUIRED, TIMEOUT, Row, check, for_mode, per_mode
-from proxysuite.conformance.scenario import ServiceSpec, build_scenario
+from proxysuite.conformance.scenario import build_scenario
 from proxysuite.probes.engine import ProbeRequest
 from proxysuite.workloads.jig import GROUP_LABEL, HTTP_PORT, UDP_PORT, Target
 
@@ -61,7 +61,7 @@ def _alt(jig):
 
 
 def _be_selector(jig):
-    return {**jig.selector, GROUP_LABEL: f"be-n1"}
+    return {**jig.selector, GROUP_LABEL: "be-n1"}
 
 
 @check("routing", "multiport-named-target-ports")

@@ -71,7 +71,7 @@ def sticky(cluster, k8s, suite_config, scenario_namespace):
 
 
 @pytest.mark.xdist_group("session-affinity")
-@check("session-affinity", "client-ip-sticks", rows=ROWS)
+@check("session-affinity", "client-ip-sticks", rows=ROWS, per_family=True)
 def test_sticks(row, sticky, conformance):
     conformance.run_row(sticky.jig, row, sticky.svc(), ask="hostname")
 

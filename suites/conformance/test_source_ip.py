@@ -43,8 +43,11 @@ from proxysuite.conformance.scenario import ServiceSpec, build_scenario, node_ht
 
 pytestmark = pytest.mark.xdist_group("source-ip")
 
-BLOCKED_RANGE = "192.0.2.0/24"
-"""TEST-NET-1: a source range no vantage is in."""
+BLOCKED_RANGES = {"ipv4": "192.0.2.0/24", "ipv6": "2001:db8:ff::/48"}
+"""Per family, a source range no vantage is in (TEST-NET-1; a documentation /48 apart from the externalIPs one).
+The ``block`` Service lists one per family the cluster serves: kube-proxy keeps only the ranges of the family it
+proxies (``FilterCIDRs`` in pkg/proxy/servicechangetracker.go), so an IPv4-only list would leave IPv6 open."""
+HOST_PREFIX = {"ipv4": 32, "ipv6": 128}
 
 DROP = dict(expect=TIMEOUT, count=2, timeout=1.0)
 NO_LOCAL = dict(count=2, timeout=1.0)
@@ -141,8 +144,15 @@ def _ranges(cidrs):
 @pytest.fixture(scope="module")
 def policies(cluster, k8s, suite_config, scenario_namespace):
     # Without an external client nothing is allowed by address: the "allow" range then admits everyone.
+    from proxysuite.ipfamily import family_of
+
     has_external, _ = cluster.features().require("external_client")
-    allowed = [f"{cluster.external_vantage().source_ip}/32"] if has_external else ["0.0.0.0/0"]
+    families = tuple(cluster.ip_families)
+    if has_external:
+        ext = cluster.external_vantage()
+        allowed = [f"{ip}/{HOST_PREFIX[family_of(ip)]}" for ip in (ext.source_ips or (ext.source_ip,)) if family_of(ip) in families]
+    else:
+        allowed = [{"ipv4": "0.0.0.0/0", "ipv6": "::/0"}[f] for f in families]
     return build_scenario(
         cluster, k8s, suite_config.run_id, scenario_namespace("source-ip"),
         backends={0: 2},
@@ -151,12 +161,12 @@ def policies(cluster, k8s, suite_config, scenario_namespace):
             "local": ServiceSpec("LoadBalancer", tweak=lambda b: b["spec"].update(externalTrafficPolicy="Local")),
             "itp": ServiceSpec("ClusterIP", tweak=lambda b: b["spec"].update(internalTrafficPolicy="Local")),
             "allow": ServiceSpec("LoadBalancer", tweak=_ranges(allowed)),
-            "block": ServiceSpec("LoadBalancer", tweak=_ranges([BLOCKED_RANGE])),
+            "block": ServiceSpec("LoadBalancer", tweak=_ranges([BLOCKED_RANGES[f] for f in families])),
         },
     )
 
 
-@check("source-ip", "policy", rows=ROWS)
+@check("source-ip", "policy", rows=ROWS, per_family=True)
 def test_source_ip_and_policies(row, policies, conformance):
     conformance.run_row(policies.jig, row, policies.svc(row.service))
 
@@ -185,10 +195,10 @@ def test_health_check_node_port(where, policies, conformance, cluster):
                             status == want and reported == local, detail=body[:300])
 
 
-@check("source-ip", "hairpin")
-def test_hairpin(cluster, k8s, suite_config, namespace, conformance):
+@check("source-ip", "hairpin", rows=[HAIRPIN], per_family=True)
+def test_hairpin(row, cluster, k8s, suite_config, namespace, conformance):
     """A pod reaches itself through its own Service (the proxy must masquerade the hairpin)."""
     sc = build_scenario(cluster, k8s, suite_config.run_id, namespace, backends={0: 1},
                         services={"self": ServiceSpec("ClusterIP")}, clients=False, host_clients=False, barrier=False)
     (me,) = sc.jig.ready_backends()
-    conformance.run_row(sc.jig, HAIRPIN, sc.svc(), backend_pod=me)
+    conformance.run_row(sc.jig, row, sc.svc(), backend_pod=me)

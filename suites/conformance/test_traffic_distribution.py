@@ -151,7 +151,7 @@ def topo(cluster, k8s, suite_config, scenario_namespace):
     return SimpleNamespace(sc=sc, jig=jig, allowed=allowed, here=here, far=far, zones=node_zone)
 
 
-@check("traffic-distribution", "prefer-nearby", rows=ROWS)
+@check("traffic-distribution", "prefer-nearby", rows=ROWS, per_family=True)
 def test_traffic_distribution(row, topo, conformance):
     z = topo.zones
     conformance.record.notes.append(f"client zone {z[topo.here]} ({topo.here}), other zone {z[topo.far]} ({topo.far})")

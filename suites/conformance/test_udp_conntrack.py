@@ -40,8 +40,10 @@ import pytest
 
 from proxysuite.conformance import EXPECTED, IMPLEMENTATION_DEFINED, RECORD_ONLY, Row, check, per_mode
 from proxysuite.conformance.expectations import flow_moves
+from proxysuite.conformance.rows import expand_families
 from proxysuite.conformance.scenario import build_scenario
 from proxysuite.errors import Unsupported
+from proxysuite.ipfamily import families_of
 from proxysuite.probes import analysis
 from proxysuite.probes import vantages as vsel
 from proxysuite.workloads.jig import GROUP_LABEL, UDP_PORT
@@ -144,21 +146,25 @@ def udp(cluster, k8s, suite_config, scenario_namespace):
     jig.wait_endpoints("cycle", ready=1)
     jig.barrier()
     sc.shared = {}
+    sc.families = families_of(suite_config.ip_family)  # as the rows were expanded at collection
     return sc
 
 
-def _plan(jig, rows, svc, first_port: int) -> tuple[dict, dict]:
+def _plan(jig, rows, svc, first_port: int, families: tuple[str, ...]) -> tuple[dict, dict]:
     """Vantage, target and source port of each row the cluster can offer; the reason for each it cannot."""
     placement = vsel.placement_of(jig)
     plan, skipped = {}, {}
-    for i, row in enumerate(rows):
+    # Every family's flows run through the one shared change, each from its own source port.
+    for i, row in enumerate(expand_families([dataclasses.replace(r, per_family=True) for r in rows], families)):
         try:
             if row.vantage == "external":
                 ok, why = jig.cluster.features().require("external_client")
                 if not ok:
                     raise Unsupported(why, "")
             v = vsel.vantage(jig, row.vantage, placement)
-            plan[row.id] = (v, vsel.target(jig, svc, row.target, "udp", placement), first_port + i)
+            if row.family:
+                v = v.for_family(row.family)
+            plan[row.id] = (v, vsel.target(jig, svc, row.target, "udp", placement, family=row.family or None), first_port + i)
         except Unsupported as exc:
             skipped[row.id] = exc.what
     return plan, skipped
@@ -182,7 +188,7 @@ def _cycle(sc) -> Flows:
     jig = sc.jig
     out = sc.shared["cycle"] = Flows()
     try:
-        plan, out.skipped = _plan(jig, CYCLE_ROWS, sc.svc("cycle"), PORT_BASE)
+        plan, out.skipped = _plan(jig, CYCLE_ROWS, sc.svc("cycle"), PORT_BASE, sc.families)
         old = [b for b in jig.backend_pods("old-n1") if b.ready]
         out.old_ips = [b.ip for b in old]
         if not plan:
@@ -211,13 +217,15 @@ def _late(sc) -> Flows:
     jig = sc.jig
     out = sc.shared["late"] = Flows()
     try:
-        ip = jig.unallocated_cluster_ip(sc.svc("cycle")["spec"]["clusterIP"])
+        cycle = sc.svc("cycle")["spec"]
+        ips = [jig.unallocated_cluster_ip(near) for near in cycle.get("clusterIPs") or [cycle["clusterIP"]]]
 
         def with_address(body):
-            body["spec"]["clusterIP"] = ip
+            body["spec"].update(clusterIP=ips[0], clusterIPs=ips)
 
-        stand_in = {"metadata": {"name": "late"}, "spec": {"clusterIP": ip, "ports": [{"port": 81, "protocol": "UDP"}]}}
-        plan, out.skipped = _plan(jig, LATE_ROWS, stand_in, PORT_BASE + len(CYCLE_ROWS))
+        stand_in = {"metadata": {"name": "late"}, "spec": {"clusterIP": ips[0], "clusterIPs": ips,
+                                                           "ports": [{"port": 81, "protocol": "UDP"}]}}
+        plan, out.skipped = _plan(jig, LATE_ROWS, stand_in, PORT_BASE + 2 * len(CYCLE_ROWS), sc.families)
         out.new = jig.ready_backends("be-n1")
         if not plan:
             return out
@@ -270,11 +278,11 @@ def _judge(conformance, sc, row, flows: Flows) -> None:
                       alternatives=row.alternatives())
 
 
-@check("udp-conntrack", "server-pod-cycles", rows=CYCLE_ROWS)
+@check("udp-conntrack", "server-pod-cycles", rows=CYCLE_ROWS, per_family=True)
 def test_flow_follows_a_replaced_backend(row, udp, conformance):
     _judge(conformance, udp, row, _cycle(udp))
 
 
-@check("udp-conntrack", "endpoints-appear", rows=LATE_ROWS)
+@check("udp-conntrack", "endpoints-appear", rows=LATE_ROWS, per_family=True)
 def test_flow_reaches_a_first_endpoint(row, udp, conformance):
     _judge(conformance, udp, row, _late(udp))
