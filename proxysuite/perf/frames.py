@@ -117,6 +117,10 @@ class RunRecorder:
         df["estimate"] = df["estimate"].astype("boolean").fillna(False)
         # The backend is a dimension of every iptables run: a column, so frames of both backends can be pooled.
         df["iptables_backend"] = self.meta.get("iptables_backend") if self.mode == "iptables" else None
+        # The run's IP families ("ipv4", "ipv6", "ipv4,ipv6"): a dual-stack run's rows carry ip_family per figure.
+        df["ip_families"] = ",".join(self.meta.get("ip_families") or ["ipv4"])
+        if "ip_family" not in df.columns:
+            df["ip_family"] = None
         extra = [c for c in df.columns if c not in COLUMNS]
         for c in ["metric", "stat", "unit", "kind", "target", "source", *extra]:
             if df[c].dtype == object or str(df[c].dtype).startswith("str"):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..ipfamily import k8s_name
 from ..probes.engine import OK, REFUSED, RESET, TIMEOUT, UNREACHABLE, ProbeRequest
 
 if TYPE_CHECKING:
@@ -167,20 +168,28 @@ class Poller:
         return self.found
 
 
-def flip_latency(fleet, svc, vantage, ready: bool) -> Seen:
-    """Flip ``svc``'s endpoints to ``ready`` and time until the datapath follows."""
-    poller = Poller(vantage, svc.cluster_ip, 80, ready)
-    time.sleep(0.03)  # let the poller get going before the write
+def flip_latency(fleet, svc, vantage, ready: bool) -> dict[str, Seen]:
+    """Flip ``svc``'s endpoints to ``ready`` and time, per IP family of the fleet, until the datapath follows.
+
+    One poller per family probes that family's cluster IP from before the write; each family's latency runs
+    from the start of its own slice write (a dual-stack Service has one EndpointSlice per family)."""
+    families = getattr(fleet, "families", ("ipv4",))
+    pollers = {f: Poller(vantage, svc.ip(f), 80, ready) for f in families}
+    time.sleep(0.03)  # let the pollers get going before the write
     t0 = time.time()
-    poller.t_write = t0
-    fleet.set_ready(svc, ready, trigger=t0)
+    for p in pollers.values():
+        p.t_write = t0
+    written = fleet.set_ready(svc, ready, trigger=t0) or {}
     api = time.time() - t0
-    seen, res, n = poller.wait()
-    return Seen(seen - t0, res, api, n)
+    out = {}
+    for f, p in pollers.items():
+        seen, res, n = p.wait()
+        out[f] = Seen(seen - written.get(f, t0), res, api, n)
+    return out
 
 
-def create_latency(fleet, index: int, vantage) -> tuple[FleetService, Seen]:
-    """Create one more Service (+ ready slice) and time until it answers.
+def create_latency(fleet, index: int, vantage) -> tuple[FleetService, dict[str, Seen]]:
+    """Create one more Service (+ a ready slice per family) and time, per family, until it answers.
 
     The ClusterIP is only known once the create returns, so probing starts then; the blind
     spot is the API call, recorded as ``api_s`` (the datapath cannot be ready before the
@@ -189,8 +198,14 @@ def create_latency(fleet, index: int, vantage) -> tuple[FleetService, Seen]:
     t0 = time.time()
     svc = fleet.create_one(index, trigger=t0)
     api = time.time() - t0
-    seen, res, n = wait_for_state(vantage, svc.cluster_ip, 80, True, t0)
-    return svc, Seen(seen - t0, res, api, n)
+    pollers = {f: Poller(vantage, svc.ip(f), 80, True) for f in getattr(fleet, "families", ("ipv4",))}
+    out = {}
+    for p in pollers.values():
+        p.t_write = t0
+    for f, p in pollers.items():
+        seen, res, n = p.wait()
+        out[f] = Seen(seen - t0, res, api, n)
+    return svc, out
 
 
 def programming_latency(fleet, svc, vantage, changes: int = 20, gap_s: float = 1.2, progress=None) -> list[dict]:
@@ -200,22 +215,27 @@ def programming_latency(fleet, svc, vantage, changes: int = 20, gap_s: float = 1
     two of our changes into one sync, so each sample is one change's latency.
     """
     rows: list[dict] = []
-    # Start from a known state: ready and reachable.
+    families = getattr(fleet, "families", ("ipv4",))
+    # Start from a known state: ready and reachable in every family.
     fleet.set_ready(svc, True)
-    wait_for_state(vantage, svc.cluster_ip, 80, True, time.time())
+    for f in families:
+        wait_for_state(vantage, svc.ip(f), 80, True, time.time())
     ready = True
     for i in range(changes):
         time.sleep(gap_s)
         ready = not ready
-        s = flip_latency(fleet, svc, vantage, ready)
-        rows.append(dict(change="endpoint_ready" if ready else "endpoint_not_ready", latency_s=s.latency_s,
-                         resolution_s=s.resolution_s, api_s=s.api_s, probes=s.probes))
+        for family, s in flip_latency(fleet, svc, vantage, ready).items():
+            rows.append(dict(change="endpoint_ready" if ready else "endpoint_not_ready", latency_s=s.latency_s,
+                             resolution_s=s.resolution_s, api_s=s.api_s, probes=s.probes, ip_family=family))
         if progress and (i + 1) % 5 == 0:
-            lat = [r["latency_s"] for r in rows]
-            progress(f"npl: {i + 1}/{changes} changes, p50 {np.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms")
+            per = {f: [r["latency_s"] for r in rows if r["ip_family"] == f] for f in families}
+            progress(f"npl: {i + 1}/{changes} changes, " + "; ".join(
+                f"{f + ' ' if len(families) > 1 else ''}p50 {np.median(v) * 1000:.0f} ms, max {max(v) * 1000:.0f} ms"
+                for f, v in per.items()))
     if not ready:
         fleet.set_ready(svc, True)
-        wait_for_state(vantage, svc.cluster_ip, 80, True, time.time())
+        for f in families:
+            wait_for_state(vantage, svc.ip(f), 80, True, time.time())
     return rows
 
 
@@ -270,10 +290,12 @@ def per_rule_slope(positions: list[int], medians_us: list[float]) -> tuple[float
     return fit.slope * 1000.0, fit.rvalue ** 2
 
 
-def wait_settled(scrape_fn, since: float, timeout: float = 900, progress=None, poll_s: float = 0.5) -> float:
+def wait_settled(scrape_fn, since: float, timeout: float = 900, progress=None, poll_s: float = 0.5,
+                 families: tuple[str, ...] = ("ipv4",)) -> float:
     """Wait until the proxy has no pending changes and synced after ``since``; returns when it happened.
 
-    Uses kube-proxy's ``..._changes_pending`` gauges and ``..._last_timestamp_seconds``.
+    Uses kube-proxy's ``..._changes_pending`` gauges and ``..._last_timestamp_seconds`` (of every family in
+    ``families``: each proxier syncs on its own).
     """
     end = time.time() + timeout
     last_say = time.time()
@@ -281,9 +303,10 @@ def wait_settled(scrape_fn, since: float, timeout: float = 900, progress=None, p
         s = scrape_fn()
         pending = (s.value("kubeproxy_sync_proxy_rules_endpoint_changes_pending") or 0) + \
                   (s.value("kubeproxy_sync_proxy_rules_service_changes_pending") or 0)
-        # Labelled per IP family: the IPv4 proxier's, not the sum of both (which is always "after").
-        last = (s.value("kubeproxy_sync_proxy_rules_last_timestamp_seconds", ip_family="IPv4")
-                or s.value("kubeproxy_sync_proxy_rules_last_timestamp_seconds") or 0)
+        # Labelled per IP family: each proxier of the run's families, not the sum of both (which is always "after");
+        # the earliest of them is when the last one caught up.
+        name = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
+        last = min(((s.value(name, ip_family=k8s_name(f)) if s.labelled(name) else s.value(name)) or 0) for f in families)
         if pending == 0 and last >= since:
             return last
         if progress and time.time() - last_say > 10:

@@ -80,6 +80,17 @@ class Scrape:
     def histogram(self, family: str, **labels: str) -> "Histogram | None":
         return _histogram_from(self.samples, family, labels)
 
+    def labelled(self, name: str, label: str = "ip_family") -> bool:
+        """Whether any sample of ``name`` (or of its ``_bucket``/``_count``/``_sum`` series) carries ``label``."""
+        return any(n.startswith(name) and label in dict(lab) for n, lab in self.samples)
+
+    def of_family(self, family_metric: str, ip_family: str) -> "Histogram | None":
+        """The histogram of one proxier (``ip_family`` IPv4/IPv6) when kube-proxy labels them; the unlabelled one
+        otherwise. Never another family's: a proxier that has not synced yet has no histogram (None)."""
+        if self.labelled(family_metric):
+            return self.histogram(family_metric, ip_family=ip_family)
+        return self.histogram(family_metric)
+
 
 def parse(text: str, at: float | None = None) -> Scrape:
     """Parse Prometheus text exposition into a :class:`Scrape`."""

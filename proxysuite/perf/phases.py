@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gzip
 import time
+from ipaddress import ip_network
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
+from .. import ipfamily
 from ..modes import get_mode
 from . import catalogue as C
 from . import latency, metrics
@@ -136,10 +138,10 @@ class Create:
             ctx.add(C.CREATE_FIG, "rate", stats["rate"])
         newest = ctx.fleet.services[-1]  # once it answers, the datapath has the whole fleet
         seen, _, _ = latency.wait_for_state(ctx.client, newest.cluster_ip, 80, True, t_written, deadline_s=900)
-        latency.wait_settled(ctx.scrape, since=t_written, progress=ctx.progress)
+        latency.wait_settled(ctx.scrape, since=t_written, progress=ctx.progress, families=ctx.fleet.families)
         ctx.add(C.CREATE_FIG, "settle_seconds", seen - t_written, source="last write → newest Service answers in the datapath")
         m1 = ctx.scrape()
-        ctx.add_rows(metrics.summarize(metrics.Delta(m0, m1)))
+        ctx.add_rows(proxy_rows(metrics.Delta(m0, m1), ctx.fleet.families))
         ctx.keep_scrapes(m0, m1)
 
 
@@ -171,10 +173,10 @@ class Restart:
     def run(self, ctx: SweepContext) -> None:
         t_restart = time.time()
         ctx.cluster.restart_proxy(ctx.node)
-        fresh = wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress)
+        fresh = wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress, families=ctx.fleet.families)
         ctx.add(C.RESTART_FIG, "ready_seconds", fresh.at - t_restart, source="proxy restart → first full sync finished (metrics)")
         empty = metrics.Scrape(at=t_restart)
-        ctx.add_rows(metrics.summarize(metrics.Delta(empty, fresh)))
+        ctx.add_rows(proxy_rows(metrics.Delta(empty, fresh), ctx.fleet.families))
         ctx.keep_scrapes(empty, fresh)
         latency.wait_for_state(ctx.client, ctx.fleet.services[-1].cluster_ip, 80, True, time.time(), deadline_s=300)
 
@@ -186,15 +188,23 @@ class FirstPacket:
         return ALWAYS if ctx.opts.first_packet_rounds > 0 else (False, "turned off (--first-packet-rounds 0)")
 
     def run(self, ctx: SweepContext) -> None:
-        order, chain_len = chain_order(ctx)
-        targets, positions = pick_targets(ctx.fleet, order)
-        targets["pod-direct"] = (ctx.backend_ips[0], BACKEND_PORT)
-        fp = latency.first_packet(ctx.client, targets, rounds=ctx.opts.first_packet_rounds)
-        order_after, _ = chain_order(ctx)
-        stable = order_after == order
-        record_first_packet(ctx, fp, positions, chain_len, stable=stable)
-        ctx.say("first-packet: " + ", ".join(f"{k} p50 {np.median(v):.0f} µs" for k, v in fp.items())
-                + ("" if stable else " (chain order changed while measuring)"))
+        families = ctx.fleet.families
+        plan = {}
+        for family in families:  # each family has its own chain (iptables / ip6tables) and its own targets
+            order, chain_len = chain_order(ctx, family)
+            targets, positions = pick_targets(ctx.fleet, order, family)
+            targets["pod-direct"] = (ctx.fleet.backends(family)[0], BACKEND_PORT)
+            plan[family] = (order, chain_len, targets, positions)
+        # Every family's targets in one interleaved sequence, so drift (and warm-up) hits the families alike.
+        fp_all = latency.first_packet(ctx.client, {f"{label}|{family}": t for family, (_, _, targets, _) in plan.items()
+                                                   for label, t in targets.items()}, rounds=ctx.opts.first_packet_rounds)
+        for family, (order, chain_len, targets, positions) in plan.items():
+            fp = {label: fp_all[f"{label}|{family}"] for label in targets}
+            stable = chain_order(ctx, family)[0] == order
+            record_first_packet(ctx, fp, positions, chain_len, stable=stable, ip_family=family)
+            ctx.say("first-packet" + (f" {family}" if len(families) > 1 else "") + ": "
+                    + ", ".join(f"{k} p50 {np.median(v):.0f} µs" for k, v in fp.items())
+                    + ("" if stable else " (chain order changed while measuring)"))
 
 
 class ProgrammingLatency:
@@ -207,36 +217,45 @@ class ProgrammingLatency:
         fleet, opts = ctx.fleet, ctx.opts
         m2 = ctx.scrape()
         flips = latency.programming_latency(fleet, fleet.services[0], ctx.client, changes=opts.npl_changes, progress=ctx.progress)
-        creates = []
+        creates: list[dict] = []
         for _ in range(opts.npl_creates):
             time.sleep(1.2)
-            svc, s = latency.create_latency(fleet, len(fleet.services), ctx.client)
+            svc, seen = latency.create_latency(fleet, len(fleet.services), ctx.client)
             fleet.services.append(svc)
-            creates.append(dict(change="service_create", latency_s=s.latency_s, resolution_s=s.resolution_s,
-                                api_s=s.api_s, probes=s.probes))
+            creates += [dict(change="service_create", latency_s=s.latency_s, resolution_s=s.resolution_s,
+                             api_s=s.api_s, probes=s.probes, ip_family=family) for family, s in seen.items()]
         time.sleep(1.5)  # let kube-proxy observe the last change into its histogram
         m3 = ctx.scrape()
+        families = fleet.families
         for i, r in enumerate(flips + creates):
             ctx.rec.record_sample(C.NPL_DP, r["latency_s"] * 1000, i, scale=ctx.scale, phase=ctx.phase, target=r["change"],
-                                  resolution_ms=r["resolution_s"] * 1000, api_ms=r["api_s"] * 1000)
-        # Flips and creates apart: a create is two writes and its second lands in the minSyncPeriod window.
-        lat = np.array([r["latency_s"] for r in flips]) * 1000
-        for q in (50, 90, 99):
-            ctx.add(C.NPL_DP, f"p{q}", float(np.percentile(lat, q)), source="datapath", target="endpoint_flip")
-        everything = np.array([r["latency_s"] for r in flips + creates]) * 1000
-        ctx.add(C.NPL_ALL, "mean", float(everything.mean()), source="datapath",
-                note="every change of the window; compare with npl_metric.mean (same changes, kube-proxy's view)")
-        ctx.add(C.NPL_DP, "max_resolution", max(r["resolution_s"] for r in flips + creates) * 1000)
-        for change, metric in (("endpoint_ready", C.NPL_READY), ("endpoint_not_ready", C.NPL_NOT_READY),
-                               ("service_create", C.NPL_CREATE)):
-            sub = [r["latency_s"] * 1000 for r in flips + creates if r["change"] == change]
-            if sub:
-                ctx.add(metric, "p50", float(np.median(sub)), source="datapath")
-        ctx.add_rows(metrics.summarize(metrics.Delta(m2, m3)))
+                                  resolution_ms=r["resolution_s"] * 1000, api_ms=r["api_s"] * 1000, ip_family=r["ip_family"])
+        said = []
+        for family in families:
+            # Each family's figures from its own probes (a dual-stack change is one slice write per family).
+            fam_flips = [r for r in flips if r["ip_family"] == family]
+            fam_all = fam_flips + [r for r in creates if r["ip_family"] == family]
+            # Flips and creates apart: a create is two writes and its second lands in the minSyncPeriod window.
+            lat = np.array([r["latency_s"] for r in fam_flips]) * 1000
+            for q in (50, 90, 99):
+                ctx.add(C.NPL_DP, f"p{q}", float(np.percentile(lat, q)), source="datapath", target="endpoint_flip",
+                        ip_family=family)
+            everything = np.array([r["latency_s"] for r in fam_all]) * 1000
+            ctx.add(C.NPL_ALL, "mean", float(everything.mean()), source="datapath", ip_family=family,
+                    note="every change of the window; compare with npl_metric.mean (same changes, kube-proxy's view)")
+            ctx.add(C.NPL_DP, "max_resolution", max(r["resolution_s"] for r in fam_all) * 1000, ip_family=family)
+            for change, metric in (("endpoint_ready", C.NPL_READY), ("endpoint_not_ready", C.NPL_NOT_READY),
+                                   ("service_create", C.NPL_CREATE)):
+                sub = [r["latency_s"] * 1000 for r in fam_all if r["change"] == change]
+                if sub:
+                    ctx.add(metric, "p50", float(np.median(sub)), source="datapath", ip_family=family)
+            fam_creates = [float(c["latency_s"]) for c in creates if c["ip_family"] == family]
+            said.append((f"{family}: " if len(families) > 1 else "")
+                        + f"endpoint flips p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms over "
+                        f"{len(lat)} flips" + (f"; Service creates p50 {np.median(fam_creates) * 1000:.0f} ms" if fam_creates else ""))
+        ctx.add_rows(proxy_rows(metrics.Delta(m2, m3), families))
         ctx.keep_scrapes(m2, m3)
-        ctx.say(f"npl: endpoint flips p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms over {len(lat)} "
-                f"flips; Service creates p50 {np.median([c['latency_s'] for c in creates]) * 1000:.0f} ms at {ctx.scale} services"
-                if creates else f"npl: p50 {np.percentile(lat, 50):.0f} ms over {len(lat)} flips at {ctx.scale} services")
+        ctx.say("npl: " + " | ".join(said) + f" at {ctx.scale} services")
 
 
 def load_generation(cluster) -> tuple[bool, str]:
@@ -262,8 +281,9 @@ class Load:
         opts, scale = ctx.opts, ctx.scale
         netns = client_netns(ctx)
         target = ctx.fleet.services[len(ctx.fleet.services) // 2]
-        url = f"http://{target.cluster_ip}:80/hostname"
-        allowed = [f"{target.cluster_ip}/32"] + [f"{ip}/32" for ip in ctx.backend_ips]
+        # Through the primary family's cluster IP (an IPv6 literal in brackets); the probe phases cover each family.
+        url = f"http://{ipfamily.host_port(target.cluster_ip, 80)}/hostname"
+        allowed = [str(ip_network(ip)) for ip in (target.cluster_ip, *ctx.backend_ips)]
         runs = [("paced", LoadSpec(url=url, users=opts.load_users, duration_s=opts.load_seconds, rps=opts.load_rps,
                                    new_connection=opts.load_new_connection, label=f"svc@{scale}"))]
         if opts.load_max_seconds > 0:
@@ -356,7 +376,7 @@ class MinSyncSweep:
             for period in ctx.opts.min_sync_periods:
                 t_restart = time.time()
                 cast(Any, ctx.cluster).restart_proxy_with(ctx.node, {flag: f"{period:g}s"})  # checked in applies
-                wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress)
+                wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress, families=ctx.fleet.families)
                 latency.wait_for_state(ctx.client, ctx.fleet.services[-1].cluster_ip, 80, True, time.time(), deadline_s=300)
                 cfg = proxy_config(ctx.cluster, ctx.node)
                 effective = (cfg.get("minSyncPeriod") or (cfg.get(ctx.mode) or {}).get("minSyncPeriod")
@@ -374,7 +394,7 @@ class MinSyncSweep:
         finally:
             t_restart = time.time()
             cast(Any, ctx.cluster).restart_proxy_with(ctx.node, {flag: None})
-            wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress)
+            wait_full_sync(ctx.cluster, ctx.node, t_restart, ctx.progress, families=ctx.fleet.families)
             latency.wait_for_state(ctx.client, ctx.fleet.services[-1].cluster_ip, 80, True, time.time(), deadline_s=300)
 
     def _record(self, ctx: SweepContext, period: float, effective: str, flips: list[dict], changes: int,
@@ -444,34 +464,50 @@ PHASES: tuple[Phase, ...] = (Create(), Resources(), Restart(), FirstPacket(), Pr
 # --- helpers shared by phases and the sweep's baseline -----------------------------------------------------------
 
 
-def record_first_packet(ctx: SweepContext, fp: dict, positions: dict, chain_len, stable: bool = True) -> None:
+def record_first_packet(ctx: SweepContext, fp: dict, positions: dict, chain_len, stable: bool = True,
+                        ip_family: str = "ipv4") -> None:
     for label, values in fp.items():
-        extra = {"position": positions.get(label), "chain_len": chain_len, "order_stable": stable}
+        extra = {"position": positions.get(label), "chain_len": chain_len, "order_stable": stable, "ip_family": ip_family}
         ctx.samples(C.FIRST_PACKET, values, target=label, **extra)
         for stat, v in latency.percentiles(values, (50, 90, 99)).items():
             ctx.add(C.FIRST_PACKET, stat, v, target=label, **extra)
     pos = [(positions[k], float(np.median(fp[k]))) for k in positions if k in fp]
     if len(pos) >= 2:
         slope, r2 = latency.per_rule_slope([p for p, _ in pos], [m for _, m in pos])
-        ctx.add(C.FIRST_PACKET, "slope_per_rule", slope, r2=r2, source="median vs KUBE-SERVICES position")
+        ctx.add(C.FIRST_PACKET, "slope_per_rule", slope, r2=r2, source="median vs KUBE-SERVICES position", ip_family=ip_family)
+
+
+def proxy_rows(delta: metrics.Delta, families: tuple[str, ...]) -> list[dict]:
+    """kube-proxy's figures over a window: its histograms once per proxier (IP family, tagged ``ip_family``), the
+    process and rule-count rows once."""
+    rows = []
+    for i, family in enumerate(families):
+        for r in metrics.summarize(delta, ip_family=ipfamily.k8s_name(family)):
+            if r["source"] in metrics.HISTOGRAMS:
+                rows.append({**r, "ip_family": family})
+            elif i == 0:
+                rows.append(r)
+    return rows
 
 
 def backend_tool(ctx: SweepContext, argv: list[str]) -> list[str]:
     """``iptables-save …`` as the proxy's backend spells it: the node's own ``iptables-save`` may be the other backend
     (``--iptables-backend``), whose tables hold none of kube-proxy's rules."""
     backend = ctx.rec.meta.get("iptables_backend")
-    if argv and argv[0].startswith("iptables") and backend in ("legacy", "nf_tables"):
+    if argv and argv[0].startswith(("iptables", "ip6tables")) and backend in ("legacy", "nf_tables"):
         base, _, verb = argv[0].partition("-")
         return [f"{base}-{'legacy' if backend == 'legacy' else 'nft'}" + (f"-{verb}" if verb else ""), *argv[1:]]
     return argv
 
 
-def chain_order(ctx: SweepContext) -> tuple[list[str], int | None]:
-    """Our Services in ``KUBE-SERVICES`` order and the chain's length (iptables with node exec; else ([], None))."""
+def chain_order(ctx: SweepContext, family: str = "ipv4") -> tuple[list[str], int | None]:
+    """Our Services in ``KUBE-SERVICES`` order and the chain's length (iptables with node exec; else ([], None));
+    the IPv6 proxier's chain (``ip6tables-save``) for ``family`` ipv6."""
     if ctx.mode != "iptables" or not ctx.cluster.features().node_exec:
         return [], None
+    save = "ip6tables-save" if family == "ipv6" else "iptables-save"
     try:
-        text = ctx.cluster.node_exec(ctx.node, backend_tool(ctx, ["iptables-save", "-t", "nat"]), timeout=120)
+        text = ctx.cluster.node_exec(ctx.node, backend_tool(ctx, [save, "-t", "nat"]), timeout=120)
     except Exception:  # noqa: BLE001 - the targets fall back to creation order, and positions stay empty
         return [], None
     order, total = latency.kube_services_order(text)
@@ -479,7 +515,7 @@ def chain_order(ctx: SweepContext) -> tuple[list[str], int | None]:
     return [s if ns == ctx.namespace else f"{ns}/{s}" for ns, s in order], total
 
 
-def pick_targets(fleet: ServiceFleet, order: list[str]):
+def pick_targets(fleet: ServiceFleet, order: list[str], family: str | None = None):
     """Services near the start, middle and end of KUBE-SERVICES (iptables) or of creation order.
 
     Labels are ``first``, ``first+1``, ``middle``, ``last-1``, ``last``; positions (0-based index among
@@ -490,15 +526,17 @@ def pick_targets(fleet: ServiceFleet, order: list[str]):
     if order:
         idx = [(i, n) for i, n in enumerate(order) if n in names]
         picks = [idx[0], idx[1], idx[len(idx) // 2], idx[-2], idx[-1]]
-        return ({lab: (names[n].cluster_ip, 80) for lab, (i, n) in zip(labels, picks)},
+        return ({lab: (names[n].ip(family), 80) for lab, (i, n) in zip(labels, picks)},
                 {lab: i for lab, (i, n) in zip(labels, picks)})
     svcs = fleet.services
     chosen = [svcs[0], svcs[1], svcs[len(svcs) // 2], svcs[-2], svcs[-1]]
-    return {lab: (s.cluster_ip, 80) for lab, s in zip(labels, chosen)}, {}
+    return {lab: (s.ip(family), 80) for lab, s in zip(labels, chosen)}, {}
 
 
-def wait_full_sync(cluster, node, since, progress, timeout=900) -> metrics.Scrape:
-    """The first scrape after ``since`` in which a freshly started proxy has finished a full sync."""
+def wait_full_sync(cluster, node, since, progress, timeout=900, families: tuple[str, ...] = ("ipv4",)) -> metrics.Scrape:
+    """The first scrape after ``since`` in which a freshly started proxy has finished a full sync in every family of
+    ``families`` (kube-proxy runs one proxier per family; one that serves no family of the cluster finishes first
+    and must not count)."""
     end = time.time() + timeout
     while time.time() < end:
         try:
@@ -506,11 +544,10 @@ def wait_full_sync(cluster, node, since, progress, timeout=900) -> metrics.Scrap
         except Exception:  # noqa: BLE001 - the proxy is still starting
             time.sleep(0.2)
             continue
-        # The IPv4 proxier's full sync; the IPv6 one (empty on these nodes) finishes first and must not count.
-        full = (s.histogram(metrics.SYNC_FULL, ip_family="IPv4") or s.histogram(metrics.SYNC_FULL)
-                or s.histogram(metrics.SYNC))
+        fulls = [s.of_family(metrics.SYNC_FULL, ipfamily.k8s_name(f)) or s.of_family(metrics.SYNC, ipfamily.k8s_name(f))
+                 for f in families]
         start = s.value("process_start_time_seconds") or 0
-        if full and full.count >= 1 and start >= since - 1:
+        if all(full and full.count >= 1 for full in fulls) and start >= since - 1:
             return s
         time.sleep(0.2)
     raise TimeoutError(f"proxy on {node} did not finish a full sync within {timeout}s of its restart")

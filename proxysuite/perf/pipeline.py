@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from collections.abc import Sequence
 
+from .. import ipfamily
 from . import catalogue as C
 from . import latency
 from .frames import RunRecorder, collect_metadata
@@ -61,17 +62,26 @@ class Sweep:
                            for i in range(n_backends)]
                           + [pod_body("client", cluster.backend_image, ["pause"], self.run_id, self.node, "client")],
                           progress=self.progress)
+        families = tuple(getattr(cluster, "ip_families", ("ipv4",)))
+        by_family = {f: [ipfamily.pick([a["ip"] for a in p["status"].get("podIPs") or []] or [p["status"]["podIP"]], f)
+                         for p in pods[:-1]] for f in families}
         backend_ips = [p["status"]["podIP"] for p in pods[:-1]]
+        if any(None in ips for ips in by_family.values()):
+            raise RuntimeError(f"backend pods lack an address of every family {families}: "
+                               + ", ".join(f"{p['metadata']['name']} {p['status'].get('podIPs')}" for p in pods[:-1]))
         self.fleet = ServiceFleet(self.k8s, self.namespace, self.run_id, backend_ips, opts.endpoints_per_service,
-                                  progress=self.progress)
+                                  progress=self.progress, families=families,
+                                  family_backend_ips={f: [ip for ip in ips if ip] for f, ips in by_family.items()})
+        meta["ip_families"] = list(families)
         self.ctx = SweepContext(cluster=cluster, k8s=self.k8s, namespace=self.namespace, node=self.node,
                                 client=cluster.pod_vantage(self.namespace, "client"), backend_ips=backend_ips,
                                 fleet=self.fleet, opts=opts, rec=self.rec, reports_dir=Path(self.reports_dir),
                                 progress=self.progress, scale=0, phase=C.FIRST_PACKET_PHASE)
-        # The client's own cost: connect straight to a pod before any of our Services exist.
-        base = latency.first_packet(self.ctx.client, {"pod-direct": (backend_ips[0], BACKEND_PORT)},
+        # The client's own cost: connect straight to a pod before any of our Services exist (per family, interleaved).
+        base = latency.first_packet(self.ctx.client, {f: (self.fleet.backends(f)[0], BACKEND_PORT) for f in families},
                                     rounds=opts.first_packet_rounds)
-        record_first_packet(self.ctx, base, positions={}, chain_len=None)
+        for f in families:
+            record_first_packet(self.ctx, {"pod-direct": base[f]}, positions={}, chain_len=None, ip_family=f)
 
     @property
     def backend_ips(self) -> list[str]:

@@ -54,6 +54,19 @@ class FleetService:
     name: str
     cluster_ip: str
     index: int
+    cluster_ips: tuple[str, ...] = ()
+    """Every cluster IP, primary first (a dual-stack fleet's Services have one per family)."""
+
+    def ip(self, family: str | None = None) -> str:
+        """The cluster IP of ``family`` (None: the primary one)."""
+        from ..ipfamily import pick
+
+        if family is None:
+            return self.cluster_ip
+        ip = pick(self.cluster_ips or (self.cluster_ip,), family)
+        if ip is None:
+            raise ValueError(f"service {self.name} has no {family} cluster IP ({', '.join(self.cluster_ips)})")
+        return ip
 
 
 @dataclass
@@ -68,6 +81,11 @@ class ServiceFleet:
     prefix: str = "perf"
     progress: object = None
     services: list[FleetService] = field(default_factory=list)
+    families: tuple[str, ...] = ("ipv4",)
+    """The IP families of every Service, primary first: off single-stack IPv4 each Service asks for them
+    (``ipFamilyPolicy``/``ipFamilies``) and gets one EndpointSlice per family."""
+    family_backend_ips: dict[str, list[str]] = field(default_factory=dict)
+    """Backend pod IPs per family (``status.podIPs``); the primary family's default to ``backend_ips``."""
 
     def __post_init__(self):
         from kubernetes import client
@@ -87,19 +105,41 @@ class ServiceFleet:
         return {RUN_LABEL: self.run_id, FLEET_LABEL: self.prefix}
 
     def service_body(self, name: str) -> dict:
-        return {"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "labels": self._labels()},
-                "spec": {"type": "ClusterIP",
-                         "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": BACKEND_PORT, "protocol": "TCP"}]}}
+        from ..ipfamily import k8s_name
 
-    def slice_body(self, service: str, index: int, ready: bool = True, trigger: float | None = None) -> dict:
-        n = len(self.backend_ips)
-        addrs = [self.backend_ips[(index + k) % n] for k in range(self.endpoints_per_service)]
-        meta = {"name": f"{service}-ps", "labels": {**self._labels(), "kubernetes.io/service-name": service,
-                                                    "endpointslice.kubernetes.io/managed-by": MANAGED_BY}}
+        spec: dict = {"type": "ClusterIP",
+                      "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": BACKEND_PORT, "protocol": "TCP"}]}
+        if self.families != ("ipv4",):
+            spec.update(ipFamilyPolicy="RequireDualStack" if len(self.families) > 1 else "SingleStack",
+                        ipFamilies=[k8s_name(f) for f in self.families])
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": self._labels()}, "spec": spec}
+
+    def backends(self, family: str) -> list[str]:
+        if family in self.family_backend_ips:
+            return self.family_backend_ips[family]
+        if family == self.families[0]:
+            return self.backend_ips
+        raise ValueError(f"no {family} backend IPs for the fleet (family_backend_ips has {sorted(self.family_backend_ips)})")
+
+    @staticmethod
+    def slice_name(service: str, family: str, primary: str = "ipv4") -> str:
+        """``<service>-ps`` for the primary family (as before families), ``<service>-ps-ipv6`` for the other."""
+        return f"{service}-ps" if family == primary else f"{service}-ps-{family}"
+
+    def slice_body(self, service: str, index: int, ready: bool = True, trigger: float | None = None,
+                   family: str | None = None) -> dict:
+        from ..ipfamily import k8s_name
+
+        family = family or self.families[0]
+        ips = self.backends(family)
+        n = len(ips)
+        addrs = [ips[(index + k) % n] for k in range(self.endpoints_per_service)]
+        meta = {"name": self.slice_name(service, family, self.families[0]),
+                "labels": {**self._labels(), "kubernetes.io/service-name": service,
+                           "endpointslice.kubernetes.io/managed-by": MANAGED_BY}}
         if trigger is not None:
             meta["annotations"] = {TRIGGER_ANNOTATION: rfc3339nano(trigger)}
-        return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta, "addressType": "IPv4",
+        return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta, "addressType": k8s_name(family),
                 "endpoints": [{"addresses": [a], "conditions": {"ready": ready, "serving": ready, "terminating": False}}
                               for a in addrs],
                 "ports": [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"}]}
@@ -107,16 +147,25 @@ class ServiceFleet:
     def create_one(self, index: int, trigger: float | None = None) -> FleetService:
         name = f"{self.prefix}-{index:05d}"
         resp = self.core.create_namespaced_service(self.namespace, self.service_body(name), _preload_content=False)
-        ip = json.loads(resp.data)["spec"]["clusterIP"]
-        self.discovery.create_namespaced_endpoint_slice(self.namespace, self.slice_body(name, index, trigger=trigger),
-                                                        _preload_content=False)
-        return FleetService(name, ip, index)
+        spec = json.loads(resp.data)["spec"]
+        for family in self.families:
+            self.discovery.create_namespaced_endpoint_slice(self.namespace, self.slice_body(name, index, trigger=trigger, family=family),
+                                                            _preload_content=False)
+        return FleetService(name, spec["clusterIP"], index, tuple(spec.get("clusterIPs") or (spec["clusterIP"],)))
 
-    def set_ready(self, svc: FleetService, ready: bool, trigger: float | None = None) -> None:
-        """Flip every endpoint of ``svc`` (the change whose programming latency the suite measures)."""
-        self.discovery.replace_namespaced_endpoint_slice(f"{svc.name}-ps", self.namespace,
-                                                         self.slice_body(svc.name, svc.index, ready, trigger),
-                                                         _preload_content=False)
+    def set_ready(self, svc: FleetService, ready: bool, trigger: float | None = None) -> dict[str, float]:
+        """Flip every endpoint of ``svc`` (the change whose programming latency the suite measures): one slice per
+        family, written back to back. Returns when each family's write began, so each family's latency is timed
+        from its own write; every slice carries its own write time as the trigger (or ``trigger`` for the first)."""
+        started: dict[str, float] = {}
+        for family in self.families:
+            started[family] = t = time.time()
+            self.discovery.replace_namespaced_endpoint_slice(
+                self.slice_name(svc.name, family, self.families[0]), self.namespace,
+                self.slice_body(svc.name, svc.index, ready, None if trigger is None else trigger if family == self.families[0] else t,
+                                family),
+                _preload_content=False)
+        return started
 
     # --- bulk ------------------------------------------------------------------------------------
     def scale_to(self, target: int) -> dict:

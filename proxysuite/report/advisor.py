@@ -164,7 +164,7 @@ def points(df: pd.DataFrame) -> pd.DataFrame:
 
     Series are modes, with iptables split by backend (``iptables-legacy``): the two are never pooled."""
     eps = _endpoints(df)
-    df = tables.split_iptables_backend(df)
+    df = tables.split_ip_families(tables.split_iptables_backend(df))
     rows = []
 
     def add(sub: pd.DataFrame, key: str, scale_fn=None):

@@ -290,7 +290,7 @@ def build(results: list[str | os.PathLike], out: Path, baseline: list[str | os.P
           migration: str | os.PathLike | None = None) -> dict:
     objectives = slo_mod.load(slo) if slo else None
     all_df, metas = load(results)
-    all_df = tables.split_iptables_backend(all_df)
+    all_df = tables.split_ip_families(tables.split_iptables_backend(all_df))
     all_df.attrs["metas"] = metas
     df = tables.latest_runs(all_df)
     df.attrs["metas"] = {k: v for k, v in metas.items() if k in set(df["run_id"])}

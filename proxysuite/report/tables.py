@@ -235,12 +235,32 @@ def split_iptables_backend(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def split_ip_families(df: pd.DataFrame) -> pd.DataFrame:
+    """Give each IP family of an IPv6 or dual-stack run its own series (``iptables/ipv4``, ``iptables/ipv6``), so
+    the report shows the families side by side and never pools them; single-stack IPv4 runs keep the plain mode
+    name every older run and chart uses. A dual-stack run's rows without a family (the proxy process, rule counts)
+    go to its primary family's series."""
+    if "ip_families" not in df.columns:
+        return df
+    fams = df["ip_families"].astype("object").fillna("ipv4")
+    split = fams != "ipv4"
+    if not split.any():
+        return df
+    df = df.copy()
+    primary = fams.str.split(",").str[0]
+    family = _col(df, "ip_family").astype("object")
+    family = family.where(family.notna(), primary)
+    df["mode"] = df["mode"].astype("object").where(~split, df["mode"].astype("object") + "/" + family.astype(str))
+    return df
+
+
 def series_header(df: pd.DataFrame, mode: str) -> str:
     """A column header that names the backend: ``iptables (nf_tables)``, ``iptables-legacy``."""
-    if mode != "iptables" or "iptables_backend" not in df.columns:
+    if mode.split("/")[0] != "iptables" or "iptables_backend" not in df.columns:
         return mode
-    b = df[df["mode"] == "iptables"]["iptables_backend"].dropna().unique()
-    return f"iptables ({b[0]})" if len(b) == 1 else mode
+    b = df[df["mode"] == mode]["iptables_backend"].dropna().unique()
+    family = mode.partition("/")[2]
+    return f"iptables ({b[0]}){' ' + family if family else ''}" if len(b) == 1 else mode
 
 
 def min_sync_table(df: pd.DataFrame) -> pd.DataFrame:
