@@ -1,6 +1,6 @@
 """Smoke run of the whole perf pipeline on the local provider: measure → frame → report → browser.
 
-100 Services per mode (iptables and nftables, one 1-node cluster each), a few
+100 Services per mode (iptables single-stack IPv4, nftables dual-stack; one 1-node cluster each), a few
 samples of everything, one compare-modes report opened in headless Chromium.
 Checks that the pipeline works end to end on real kube-proxy, not how fast it is.
 """
@@ -32,12 +32,16 @@ SMOKE = PerfOptions(scales=(100,), first_packet_rounds=50, npl_changes=4, npl_cr
                     churn_rate=3)
 
 
+FAMILY = {"iptables": "ipv4", "nftables": "dual"}
+"""One run per family choice that changes the frame: the dual-stack one measures each family."""
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("perf")
     saved = {}
-    for mode in ("iptables", "nftables"):
-        cfg = SuiteConfig(provider="local", mode=mode, nodes=1, cluster_name=f"pssmoke-{mode}")
+    for mode, family in FAMILY.items():
+        cfg = SuiteConfig(provider="local", mode=mode, nodes=1, cluster_name=f"pssmoke-{mode}", ip_family=family)
         cl = provider.up(cfg, progress=lambda m: print(f"[up] {m}"), owner_pid=os.getpid())
         k8s = kconfig.new_client_from_config(config_file=cl.kubeconfig)
         ns = perf_namespace(k8s, cfg.run_id, mode)
@@ -76,6 +80,12 @@ def test_frames_hold_every_measurement(runs):
         ct = meta["phases"].pop("conntrack")
         assert ct["ran"] == [] and "nf_conntrack_max" in ct["reason"], ct
         assert {ph: p["ran"] for ph, p in meta["phases"].items()} == {ph: [100] for ph in meta["phases"]}, meta["phases"]
+        families = ["ipv4", "ipv6"] if FAMILY[mode] == "dual" else ["ipv4"]
+        assert meta["ip_families"] == families
+        for metric, stat, phase in (("npl", "p50", "npl"), ("first_packet", "p50", "first_packet"),
+                                    ("sync_full", "mean", "restart"), ("npl_metric", "mean", "npl")):
+            rows = s[(s["metric"] == metric) & (s["stat"] == stat) & (s["phase"] == phase)]
+            assert sorted(rows["ip_family"].dropna().unique()) == families, (mode, metric, rows)
         ms = s[s["metric"] == "min_sync"]
         assert set(ms["min_sync_period_s"]) == {0.0, 2.0} and set(ms["configz_min_sync"]) == {"0s", "2s"}, ms
         assert (ms[ms["stat"] == "syncs"]["value"] > 0).all()
@@ -89,4 +99,7 @@ def test_report_renders(runs):
     res = check_report(report / "compare-modes.html", report / "screenshot.png")
     assert res["console_errors"] == [] and res["remote_requests"] == []
     assert {c["key"] for c in res["charts"]} >= {"sync", "npl", "first_packet", "locust"}
+    # the dual-stack run's families side by side, beside the single-stack run
+    header = next(line for line in (report / "summary.md").read_text().splitlines() if line.startswith("|  |"))
+    assert "iptables" in header and "nftables ipv4" not in header and "nftables/ipv4" in header and "nftables/ipv6" in header, header
     assert all(c["width"] > 300 and c["marks"] > 10 for c in res["charts"])
