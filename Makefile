@@ -1,5 +1,9 @@
 # The two entry points the README starts with. Both set themselves up (scripts/bootstrap) and need root.
 MODE ?= iptables
+IP_FAMILY ?= ipv4
+# Probes mostly wait, so more workers than cores pay: a dual-stack run has about twice the rows and needs 4 to
+# stay under 5 minutes on 2 cores (docs/ip-family.md); IPv4, the CI job, keeps the 2 it has always run with.
+WORKERS ?= $(if $(filter ipv4,$(IP_FAMILY)),2,4)
 PYTEST ?= .venv/bin/pytest
 
 .PHONY: bootstrap conformance lint test
@@ -7,9 +11,10 @@ PYTEST ?= .venv/bin/pytest
 bootstrap:
 	bash scripts/bootstrap
 
-## conformance: the main job: the conformance catalogue on the local provider (MODE=iptables|nftables)
+## conformance: the main job: the conformance catalogue on the local provider (MODE=iptables|nftables,
+## IP_FAMILY=ipv4|ipv6|dual, WORKERS=pytest-xdist workers)
 conformance: bootstrap
-	$(PYTEST) suites/conformance -m conformance --provider local --mode $(MODE) -n 2 -p no:cacheprovider
+	$(PYTEST) suites/conformance -m conformance --provider local --mode $(MODE) --ip-family $(IP_FAMILY) -n $(WORKERS) -p no:cacheprovider
 
 ## test: the project's own tests (providers, probes, reports; brings up real local clusters)
 test: bootstrap
