@@ -228,3 +228,45 @@ def test_sigterm_during_perf_run_cleans_up(tmp_path: Path):
     stderr = "".join(seen) + rest
     assert proc.returncode != 0, stderr[-2000:]
     assert leftovers(_removed_run_id(stderr, name), name) == {"netns": [], "processes": [], "state_dir": False}
+
+
+def _kube_proxies(kubeconfig_dir: str) -> list[int]:
+    """Live kube-proxy processes of one cluster (their command line names a file of its state directory)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"kube-proxy") and any(kubeconfig_dir.encode() in a for a in argv):
+            out.append(int(d.name))
+    return out
+
+
+def test_proxy_restarts_from_two_handles_leave_one_kube_proxy():
+    """Two processes hold one cluster (xdist workers): a restart by one, then by the other, must stop the live
+    kube-proxy, not the pid the second one remembered from before (which left two kube-proxies on a node)."""
+    from proxysuite.cluster.local import provider
+    from proxysuite.config import SuiteConfig
+
+    cfg = SuiteConfig(nodes=1, cluster_name="pstest-handles")
+    first = provider.up(cfg, progress=lambda m: None, owner_pid=os.getpid())
+    try:
+        second = provider.up(cfg, progress=lambda m: None, owner_pid=os.getpid())
+        where = str(first.state.dir)
+        assert len(_kube_proxies(where)) == 1
+        first.restart_proxy("node-1")
+        second.restart_proxy("node-1")
+        first.restart_proxy_with("node-1", {"v": "2"})
+        deadline = time.monotonic() + 15
+        while not _kube_proxies(where) and time.monotonic() < deadline:  # the last one may still be exec'ing
+            time.sleep(0.1)
+        time.sleep(1)
+        alive = _kube_proxies(where)
+        assert len(alive) == 1, f"kube-proxies of node-1 running: {alive}"
+        saved = json.loads((first.state.dir / "state.json").read_text())["procs"]["proxy-node-1"]
+        assert alive == [saved], (alive, saved)
+    finally:
+        provider.down(cfg, progress=lambda m: None)

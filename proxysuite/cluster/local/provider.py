@@ -504,8 +504,18 @@ class LocalCluster(Cluster):
             return f"(no proxy log at {path})"
         return "\n".join(path.read_text(errors="replace").splitlines()[-tail:])
 
+    def _current(self) -> ClusterState:
+        """The cluster's state as saved now. Several processes hold this cluster at once (pytest-xdist workers, a
+        ``perf run`` beside a session): one that restarts a proxy saves the new pid, and another that stopped by
+        its own, older copy would signal a pid that is gone and start a second kube-proxy beside the live one
+        (seen: two kube-proxies syncing one node's rules; a flush then took 18 s to heal instead of 1.3 s)."""
+        fresh = ClusterState.load(self.name)
+        if fresh is not None and fresh.run_id == self.state.run_id:
+            self.state = fresh
+        return self.state
+
     def proxy_children_cpu_seconds(self, node: str) -> float:
-        pid = self.state.procs.get(f"proxy-{node}")
+        pid = self._current().procs.get(f"proxy-{node}")
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
@@ -517,8 +527,9 @@ class LocalCluster(Cluster):
 
     def restart_proxy(self, node: str) -> None:
         name = f"proxy-{node}"
-        procs.stop(self.state.procs.get(name))
-        _start(self.state, name, self.state.argv[name], self.state.proc_netns[name])
+        st = self._current()
+        procs.stop(st.procs.get(name))
+        _start(st, name, st.argv[name], st.proc_netns[name])
 
     def restart_proxy_with(self, node: str, flags: dict[str, str | None]) -> None:
         """Restart kube-proxy on ``node`` with ``--flag=value`` set, replacing the flag if it is there (a value of
@@ -526,14 +537,15 @@ class LocalCluster(Cluster):
         name = f"proxy-{node}"
         if self.mode == "custom":
             raise SuiteError("restart_proxy_with sets kube-proxy flags; --mode custom runs another proxy", "use a kube-proxy mode")
-        argv = [a for a in self.state.argv[name] if a.split("=", 1)[0] not in {f"--{k}" for k in flags}]
+        st = self._current()
+        argv = [a for a in st.argv[name] if a.split("=", 1)[0] not in {f"--{k}" for k in flags}]
         argv += [f"--{k}={v}" for k, v in flags.items() if v is not None]
-        procs.stop(self.state.procs.get(name))
-        _start(self.state, name, argv, self.state.proc_netns[name])
+        procs.stop(st.procs.get(name))
+        _start(st, name, argv, st.proc_netns[name])
 
     def proxy_iptables_tool(self, node: str) -> str | None:
         """The file ``iptables`` resolves to on the running kube-proxy's own PATH (read from /proc/<pid>/environ)."""
-        pid = self.state.procs.get(f"proxy-{node}")
+        pid = self._current().procs.get(f"proxy-{node}")
         try:
             with open(f"/proc/{pid}/environ", "rb") as fh:
                 env = dict(kv.split(b"=", 1) for kv in fh.read().split(b"\0") if b"=" in kv)
@@ -557,6 +569,7 @@ class LocalCluster(Cluster):
         check_prereqs(SuiteConfig(provider="local", mode=to_mode, cluster_name=self.name, run_id=self.state.run_id))
         from_mode = self.mode
         steps = []
+        self._current()
         for node in self.state.nodes:
             name = f"proxy-{node.name}"
             argv = [f"--proxy-mode={to_mode}" if a.startswith("--proxy-mode=") else a for a in self.state.argv[name]]
