@@ -102,6 +102,13 @@ def build(st: ClusterState, node_count: int) -> None:
     if v6:
         _ipv6_sysctls(cp_ns)
     _plug(st, cp_ns, "cp", a.cp_ip, prefixlen, a.cp_ip6 if v6 else "")
+    if v6:
+        # The control plane is where the nodes' default routes end, and it must swallow what it cannot deliver
+        # in both families alike. An IPv4 router with forwarding off drops such a packet silently; IPv6 answers
+        # "no route" (ICMPv6 unreachable), so an untranslated packet to a cluster IP would be UNREACHABLE over IPv6
+        # and TIMEOUT over IPv4 (seen on the iptables wrong-port rows). A blackhole default makes IPv6 silent too.
+        with netns.ipr(cp_ns) as ns:
+            ns.route("replace", dst="::/0", type="blackhole", family=socket.AF_INET6)
 
     st.nodes = []
     for i in range(1, node_count + 1):
