@@ -173,13 +173,13 @@ def flip_latency(fleet, svc, vantage, ready: bool) -> dict[str, Seen]:
 
     One poller per family probes that family's cluster IP from before the write; each family's latency runs
     from the start of its own slice write (a dual-stack Service has one EndpointSlice per family)."""
-    families = getattr(fleet, "families", ("ipv4",))
+    families = fleet.families
     pollers = {f: Poller(vantage, svc.ip(f), 80, ready) for f in families}
     time.sleep(0.03)  # let the pollers get going before the write
     t0 = time.time()
     for p in pollers.values():
         p.t_write = t0
-    written = fleet.set_ready(svc, ready, trigger=t0) or {}
+    written = fleet.set_ready(svc, ready, trigger=t0)
     api = time.time() - t0
     out = {}
     for f, p in pollers.items():
@@ -198,7 +198,7 @@ def create_latency(fleet, index: int, vantage) -> tuple[FleetService, dict[str, 
     t0 = time.time()
     svc = fleet.create_one(index, trigger=t0)
     api = time.time() - t0
-    pollers = {f: Poller(vantage, svc.ip(f), 80, True) for f in getattr(fleet, "families", ("ipv4",))}
+    pollers = {f: Poller(vantage, svc.ip(f), 80, True) for f in fleet.families}
     out = {}
     for p in pollers.values():
         p.t_write = t0
@@ -215,7 +215,7 @@ def programming_latency(fleet, svc, vantage, changes: int = 20, gap_s: float = 1
     two of our changes into one sync, so each sample is one change's latency.
     """
     rows: list[dict] = []
-    families = getattr(fleet, "families", ("ipv4",))
+    families = fleet.families
     # Start from a known state: ready and reachable in every family.
     fleet.set_ready(svc, True)
     for f in families:
