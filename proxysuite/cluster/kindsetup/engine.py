@@ -230,20 +230,26 @@ def ensure_packages(progress: Progress) -> None:
     """Install Debian's docker.io when dockerd is missing (root and apt-get needed)."""
     if shutil.which("dockerd") and shutil.which("docker"):
         return
+    apt_install(["docker.io"], "Debian's docker.io (dockerd, containerd, runc)", progress,
+                missing=("there is no Docker engine (dockerd is not installed) and no root/apt-get to install one",
+                         "install Docker (Debian: apt-get install docker.io) or set DOCKER_HOST to a running engine"))
+
+
+def apt_install(packages: list[str], what: str, progress: Progress, missing: tuple[str, str]) -> None:
+    """``apt-get install`` with no service started by a package script; ``missing`` is the (error, fix) without root/apt."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise SuiteError("there is no Docker engine (dockerd is not installed) and no root/apt-get to install one",
-                         "install Docker (Debian: apt-get install docker.io) or set DOCKER_HOST to a running engine")
-    progress("installing Debian's docker.io (dockerd, containerd, runc) with apt-get; its services are not started")
+        raise SuiteError(*missing)
+    progress(f"installing {what} with apt-get; its services are not started")
     policy = Path("/usr/sbin/policy-rc.d")
     made_policy = False
     if not policy.exists():
-        # The package's postinst would start the distribution's dockerd with its default firewall set-up.
+        # A postinst would start the distribution's daemons (docker.io's with its default firewall set-up).
         policy.write_text("#!/bin/sh\n# proxysuite: keep services from starting during apt-get install\nexit 101\n")
         policy.chmod(0o755)
         made_policy = True
     try:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "docker.io"]):
+        for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *packages]):
             proc = subprocess.run(["nice", "-n", "10", *argv], capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 tail = "\n".join(proc.stderr.strip().splitlines()[-5:])

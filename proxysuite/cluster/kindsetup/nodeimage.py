@@ -345,6 +345,7 @@ def build(progress: Progress = print, docker_host: str | None = None) -> str:
     versions = kubeadm_image_versions(k8s_dir)
     sandbox = kind_sandbox_image(kind_dir)
 
+    rootfs.ensure_debootstrap(progress)  # here, not 20 minutes of Go builds later in the thread
     # debootstrap waits on the mirror and the disk, the Go builds on the CPU: run them side by side.
     with ThreadPoolExecutor(max_workers=1) as pool:
         trees = pool.submit(lambda: [rootfs.build(name, packages, progress) for name, packages in

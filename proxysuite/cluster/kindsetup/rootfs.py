@@ -81,12 +81,20 @@ def _undo(before: dict[str, str], progress: Progress) -> list[str]:
     return changed
 
 
-def build(name: str, packages: tuple[str, ...], progress: Progress) -> Path:
-    """A tarball of a bookworm rootfs with ``packages``, built once per content key; returns its path."""
+def ensure_debootstrap(progress: Progress) -> None:
+    """Root and debootstrap (installed from Debian when missing), checked before any long build starts."""
     if os.geteuid() != 0:
         raise SuiteError("debootstrap needs root", "run proxysuite kind build-node-image as root")
     if not shutil.which("debootstrap"):
-        raise SuiteError("debootstrap is not installed", "apt-get install debootstrap")
+        from .engine import apt_install
+
+        apt_install(["debootstrap"], "Debian's debootstrap (the node image's rootfs)", progress,
+                    missing=("debootstrap is not installed", "apt-get install debootstrap"))
+
+
+def build(name: str, packages: tuple[str, ...], progress: Progress) -> Path:
+    """A tarball of a bookworm rootfs with ``packages``, built once per content key; returns its path."""
+    ensure_debootstrap(progress)
     mirror = debian_mirror()
     key = cache_key(packages, mirror)
     out = default_cache_root() / "kind-node" / f"rootfs-{name}-{key}.tar"
