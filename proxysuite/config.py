@@ -69,7 +69,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("cilium-variant", "kind + --mode cilium: Helm values variant default|maglev|dsr, or a values file "
            "(default: $PROXYSUITE_CILIUM_VARIANT or default)"),
     Option("kind-node-image", "kind: node image to use instead of the pinned one for --k8s-version; "
-           "local: the offline image of `proxysuite kind build-node-image` (built when missing)"),
+           "local: the offline image of `proxysuite kind build-node-image` (built when missing), which is also "
+           "used when the pinned image cannot be pulled"),
     Option("kubeconfig", "kubeconfig of an existing cluster (--provider existing)", os.environ.get("KUBECONFIG")),
     Option("context", "kubeconfig context (--provider existing)"),
     Option("cluster-name", "name of the cluster to create or reuse (default: proxysuite-<mode>)"),

@@ -99,6 +99,24 @@ def test_node_image_boots_with_its_images_preloaded_and_the_machine_unchanged():
     assert changes == []
 
 
+@pytest.mark.skipif(os.environ.get("PROXYSUITE_TEST_KIND_IMAGE") != "1",
+                    reason="builds the offline node image (heavy): opt in with PROXYSUITE_TEST_KIND_IMAGE=1")
+def test_a_pinned_image_that_cannot_be_pulled_falls_back_to_the_offline_image(monkeypatch):
+    """What a user with no registry gets from plain ``--provider kind``: the pull fails with its reason, then the
+    offline image (an image named explicitly never falls back)."""
+    from proxysuite.cluster.kindsetup import hooks
+
+    host = engine.adopt() or os.environ.get("DOCKER_HOST") or f"unix://{engine.DEFAULT_SOCKET}"
+    monkeypatch.setenv("DOCKER_HOST", host)
+    missing = "kindest/node:v0.0.0-proxysuite-missing"
+    assert not hooks.image_present(missing)
+    said: list[str] = []
+    ref = hooks.resolve_node_image(missing, said.append)
+    assert ref == nodeimage.build(print, docker_host=host)
+    assert any(m.startswith(f"cannot pull {missing} (") and "offline node image" in m for m in said), said
+    assert hooks.resolve_node_image(missing, said.append, explicit=True) == missing
+
+
 def _restore(before: hostcheck.HostSnapshot) -> None:
     """Put back any kernel setting a failing check found changed, before reporting it."""
     now = hostcheck.sysctls()

@@ -319,7 +319,8 @@ def create(config: SuiteConfig, progress: Progress) -> str:
     sd = state_dir(config)
     sd.mkdir(parents=True, exist_ok=True)
     kubeconfig = str(sd / "kubeconfig")
-    node_image = kindsetup_hooks.resolve_node_image(config.kind_node_image or images.kind_node_image(config.k8s_version), progress)
+    node_image = kindsetup_hooks.resolve_node_image(config.kind_node_image or images.kind_node_image(config.k8s_version), progress,
+                                                    explicit=bool(config.kind_node_image or os.environ.get("PROXYSUITE_KIND_NODE_IMAGE")))
     image_version = images.image_version(node_image)
     if image_version and image_version != config.k8s_version:
         progress(f"kind {images.KIND_VERSION} has no {config.k8s_version} node image; using {image_version} ({node_image})")

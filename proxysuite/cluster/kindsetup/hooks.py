@@ -36,13 +36,46 @@ def before_prereqs() -> None:
     engine.adopt()
 
 
-def resolve_node_image(node_image: str, progress: Progress) -> str:
-    """``--kind-node-image local``: the offline image built here (``proxysuite kind build-node-image``), built when missing."""
-    if node_image != "local":
-        return node_image
+PULL_TIMEOUT = 180
+"""Seconds for ``docker pull`` of the pinned node image before the offline image is used instead."""
+
+
+def image_present(ref: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode == 0
+
+
+def pull(ref: str, timeout: float = PULL_TIMEOUT) -> str | None:
+    """Pull ``ref``; None when it worked, else why not (one line)."""
+    try:
+        proc = subprocess.run(["docker", "pull", ref], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"docker pull did not finish within {timeout:.0f}s"
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else f"docker pull exited {proc.returncode}"
+
+
+def resolve_node_image(node_image: str, progress: Progress, explicit: bool = False) -> str:
+    """The node image a cluster boots from.
+
+    ``--kind-node-image local`` is the offline image built here (``proxysuite kind build-node-image``), built
+    when missing. The pinned ``kindest/node`` image (``explicit`` False) falls back to it when it is neither in the
+    engine nor pullable, as on a machine with no registry; an image you named yourself never does.
+    """
     from . import nodeimage
 
-    progress("--kind-node-image local: building (or finding) the offline node image")
+    if node_image == "local":
+        progress("--kind-node-image local: building (or finding) the offline node image")
+        return nodeimage.build(progress)
+    if explicit or image_present(node_image):
+        return node_image
+    progress(f"pulling the pinned node image {node_image}")
+    why = pull(node_image)
+    if why is None:
+        return node_image
+    progress(f"cannot pull {node_image} ({why}); using the offline node image instead "
+             "(proxysuite kind build-node-image: Debian packages and Go modules only; --kind-node-image IMAGE to use another)")
     return nodeimage.build(progress)
 
 
