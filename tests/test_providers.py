@@ -100,7 +100,7 @@ def test_each_provider_gives_a_reason_for_every_missing_feature(tmp_path, stand_
             ok, reason = feats.require(name)
             assert ok or reason, f"{provider}: {name} is missing without a reason"
     assert local.require("load_generation") == (True, "")
-    assert "no network namespace on this machine" in kind.require("load_generation")[1]
+    assert "does not share this machine's kernel" in kind.require("load_generation")[1]  # no node container here
     assert "--provider local" in existing.require("load_generation")[1]
     assert local.require("proxy_migration") == kind.require("proxy_migration") == (True, "")
     assert "does not own" in existing.require("proxy_migration")[1]

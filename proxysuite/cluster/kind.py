@@ -49,6 +49,7 @@ import copy
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -65,6 +66,7 @@ from .base import ClusterEntry, Features, Provider, ProxySwitch, Vantage
 from .detect import cilium_from_status
 from .kindsetup import hooks as kindsetup_hooks
 from .kindsetup import lb as kindsetup_lb
+from .kindsetup import podns as kindsetup_podns
 from .remote import (ROLE_LABEL, RUN_LABEL, KubectlCluster, ToolError, exec_budget, exec_engine, parse_nodes,
                      parse_observations, require_tool, run_tool)
 
@@ -462,6 +464,7 @@ class KindCluster(KubectlCluster):
         self._external = None
         self._external_id: str | None = None
         self._external_ip: str | None = None
+        self._pods_here: bool | None = None
 
     # --- side containers ---------------------------------------------------------------------------
     def start_side_containers(self, progress: Progress) -> None:
@@ -589,10 +592,13 @@ class KindCluster(KubectlCluster):
         if self.mode == "custom" and not self._proxy_selector()[1]:
             restart = False
             reasons["proxy_restart"] = "the --proxy-manifest defines no DaemonSet with a selector, so its pods cannot be found to restart"
-        reasons.setdefault("proxy_children_cpu", "the proxy runs in a pod inside a node container; its exited children's CPU "
-                                                 "is not visible from here (run perf on --provider local)")
-        reasons.setdefault("load_generation", "kind clients live in node containers, so no network namespace on this machine "
-                                              "sends as a client pod; the perf load phase runs on --provider local")
+        here = self._pods_on_this_kernel()
+        if not here:
+            reasons.setdefault("proxy_children_cpu", "the Docker engine does not share this machine's kernel, so the proxy "
+                                                     "pod's exited children are not visible from here (run perf on --provider local)")
+            reasons.setdefault("load_generation", "the Docker engine does not share this machine's kernel (a VM or a remote "
+                                                  "DOCKER_HOST), so no process here can send as a client pod; run perf load "
+                                                  "on --provider local")
         migratable = self.mode in KUBE_PROXY_MODES
         if not migratable:
             reasons["proxy_migration"] = (f"mode {self.mode} does not run kube-proxy from its ConfigMap; migration patches the "
@@ -602,7 +608,8 @@ class KindCluster(KubectlCluster):
         return Features(load_balancer=self.load_balancer, lb_via_proxy=self.lb_via_proxy,
                         external_client=self._external_id is not None,
                         external_ips=self._external_id is not None and self.external_ip_cidr is not None, node_exec=True,
-                        proxy_restart=restart, cluster_dns=True, udp=True, proxy_migration=migratable, reasons=reasons)
+                        proxy_restart=restart, cluster_dns=True, udp=True, proxy_migration=migratable,
+                        proxy_children_cpu=here, load_generation=here, reasons=reasons)
 
     def migrate_proxy(self, to_mode: str, progress: Progress = lambda _m: None) -> list[ProxySwitch]:
         """The kubeadm runbook: set ``mode`` in the kube-proxy ConfigMap, ``kubectl rollout restart daemonset kube-proxy``.
@@ -674,6 +681,30 @@ class KindCluster(KubectlCluster):
             return parse_observations(out)
 
         return Vantage(name="external", kind="external", node=None, source_ip=self._external_ip or "", runner=runner)
+
+    def _pods_on_this_kernel(self) -> bool:
+        """Whether the node containers' processes are processes of this machine (an engine on this kernel)."""
+        if self._pods_here is None:
+            node = f"{self.config.name}-control-plane"
+            proc = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}} {{.Id}}", node], capture_output=True, text=True)
+            pid, _, cid = proc.stdout.strip().partition(" ")
+            self._pods_here = proc.returncode == 0 and pid.isdigit() and kindsetup_podns.engine_shares_kernel(int(pid), cid)
+        return self._pods_here
+
+    def load_netns(self, namespace: str, pod: str) -> str:
+        """The pod's network namespace as ``/proc/<pid>/ns/net`` (see :mod:`.kindsetup.podns`)."""
+        if not self._pods_on_this_kernel():
+            raise self._unavailable("load_generation")
+        uid = self.kubectl.json("get", "pod", pod, "-n", namespace)["metadata"]["uid"]
+        return kindsetup_podns.pod_netns_path(uid)
+
+    def proxy_children_cpu_seconds(self, node: str) -> float:
+        if not self._pods_on_this_kernel():
+            raise self._unavailable("proxy_children_cpu")
+        ns, pod = self._proxy_pod(node)
+        if pod is None:
+            raise ProbeError(f"no proxy pod runs on {node}")
+        return kindsetup_podns.children_cpu_seconds(self.kubectl.json("get", "pod", pod, "-n", ns)["metadata"]["uid"])
 
     # --- nodes and the proxy -------------------------------------------------------------------------
     def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
