@@ -275,3 +275,25 @@ def test_proxy_flush_belongs_to_a_custom_proxy_and_is_its_flush():
     assert flush_command("custom", None) is None
     assert flush_command("iptables", "ignored")[2].startswith("iptables-save")
     assert flush_command("cilium") is None
+
+
+def test_schedulable_nodes_ignore_the_not_ready_taint_of_a_ready_node():
+    """Read in the moment between a worker turning Ready and its not-ready taint lifting, the list must still be
+    the workers: falling back to every node put kind's backends on the control plane, which LBs exclude."""
+    from proxysuite.cluster.remote import NOT_READY_TAINT, schedulable_nodes
+
+    def node(name, cp=False, ready=True, taints=()):
+        labels = {"node-role.kubernetes.io/control-plane": ""} if cp else {}
+        return {"metadata": {"name": name, "labels": labels}, "spec": {"taints": list(taints)},
+                "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                           "addresses": [{"type": "InternalIP", "address": f"10.0.0.{len(name)}"}]}}
+
+    lifting = {"key": NOT_READY_TAINT, "effect": "NoSchedule"}
+    cp = node("kind-control-plane", cp=True, taints=[{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}])
+    doc = {"items": [cp, node("kind-worker", taints=[lifting]), node("kind-worker2", taints=[lifting])]}
+    assert [n.name for n in schedulable_nodes(doc)] == ["kind-worker", "kind-worker2"]
+    # A worker that is really not Ready stays out; with none left, every node (a single-node cluster's control plane).
+    doc = {"items": [cp, node("kind-worker", ready=False, taints=[lifting]), node("kind-worker2")]}
+    assert [n.name for n in schedulable_nodes(doc)] == ["kind-worker2"]
+    doc = {"items": [cp]}
+    assert [n.name for n in schedulable_nodes(doc)] == ["kind-control-plane"]

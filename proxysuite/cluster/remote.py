@@ -330,10 +330,28 @@ def parse_nodes(doc: dict) -> list[tuple[NodeInfo, bool, list[dict]]]:
     return out
 
 
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+
+
+def _ready(item: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in (item.get("status") or {}).get("conditions") or [])
+
+
 def schedulable_nodes(doc: dict) -> list[NodeInfo]:
-    """Nodes ordinary pods land on: no NoSchedule/NoExecute taint and not a control plane; all nodes if that leaves none."""
+    """Nodes ordinary pods land on: no NoSchedule/NoExecute taint and not a control plane; all nodes if that leaves none.
+
+    A Ready node's ``not-ready`` taint is ignored: the node lifecycle controller lifts it a moment after the node
+    turns Ready, and a list read in that moment would otherwise fall back to every node, control plane included
+    (seen on kind: backends then landed on the control plane, which LoadBalancers exclude)."""
+    ready = {item["metadata"]["name"] for item in doc.get("items", []) if _ready(item)}
     parsed = parse_nodes(doc)
-    good = [n for n, cp, taints in parsed if not cp and not any(t.get("effect") in ("NoSchedule", "NoExecute") for t in taints)]
+
+    def blocking(node: NodeInfo, taint: dict) -> bool:
+        if taint.get("key") == NOT_READY_TAINT and node.name in ready:
+            return False
+        return taint.get("effect") in ("NoSchedule", "NoExecute")
+
+    good = [n for n, cp, taints in parsed if not cp and not any(blocking(n, t) for t in taints)]
     return good or [n for n, _, _ in parsed]
 
 
