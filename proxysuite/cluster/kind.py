@@ -691,6 +691,30 @@ class KindCluster(KubectlCluster):
             self._pods_here = proc.returncode == 0 and pid.isdigit() and kindsetup_podns.engine_shares_kernel(int(pid), cid)
         return self._pods_here
 
+    def pod_vantage(self, namespace: str, pod: str, container: str | None = None) -> Vantage:
+        """A pod whose image has no python3 (agnhost backends: the hairpin rows) is probed from this machine's
+        python3 inside the pod's network namespace, where the engine shares this kernel."""
+        try:
+            return super().pod_vantage(namespace, pod, container)
+        except Unsupported:
+            if not self._pods_on_this_kernel():
+                raise
+        doc = self.kubectl.json("get", "pod", pod, "-n", namespace)
+        spec, status, uid = doc.get("spec", {}), doc.get("status", {}), doc["metadata"]["uid"]
+        where = f"pod {namespace}/{pod} (its network, entered from this machine)"
+
+        def runner(requests: list[ProbeRequest]) -> list[Observation]:
+            from dataclasses import asdict
+
+            # Looked up per batch: the process found for the last one may have exited since.
+            prefix = ["nsenter", f"--net={kindsetup_podns.pod_netns_path(uid)}"]
+            return parse_observations(exec_engine(prefix, [asdict(r) for r in requests], exec_budget(requests), where))
+
+        node = spec.get("nodeName")
+        return Vantage(name=f"{pod}@{node}", kind="node" if spec.get("hostNetwork") else "pod", node=node,
+                       source_ip=status.get("podIP", ""), runner=runner,
+                       source_ips=tuple(i.get("ip") for i in status.get("podIPs") or [] if i.get("ip")))
+
     def load_netns(self, namespace: str, pod: str) -> str:
         """The pod's network namespace as ``/proc/<pid>/ns/net`` (see :mod:`.kindsetup.podns`)."""
         if not self._pods_on_this_kernel():
