@@ -118,6 +118,10 @@ CPK_START = [["docker", "rm", "-f", "proxysuite-cloud-provider-kind"],
               images.CLOUD_PROVIDER_KIND_IMAGE]]
 
 
+NODE_IMAGE_CHECK = ["docker", "image", "inspect", images.KIND_NODE_IMAGES["1.37"]]
+"""Before ``kind create``: is the pinned node image in the engine? (The stand-in says yes: no pull, no offline image.)"""
+
+
 def side(sd: Path) -> list[list[str]]:
     """What start_side_containers runs before the external client: the kind network (LB pool) and the cluster's
     ranges (guard routes); the suite's own LB controller then needs the external client, which these tests lack."""
@@ -135,6 +139,7 @@ def test_up_iptables_runs_exactly_these_commands(tools):
     assert tools.commands() == [
         ["docker", "info", "--format", "{{.ServerVersion}}"],
         ["kind", "get", "clusters"],
+        NODE_IMAGE_CHECK,
         ["kind", "create", "cluster", "--name", "ps-t", "--config", str(sd / "kind-config.yaml"), "--kubeconfig", str(sd / "kubeconfig")],
         kc(sd, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=300s"),
         kc(sd, "-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=300s"),
@@ -176,7 +181,8 @@ def test_up_cilium_installs_with_helm_from_the_values_files(tools, monkeypatch, 
     values = ["--values", str(CONFIGS / "cilium-values" / "default.yaml")]
     if overlay:
         values += ["--values", str(CONFIGS / "cilium-values" / overlay)]
-    assert tools.commands()[2:9] == [
+    assert tools.commands()[2:10] == [
+        NODE_IMAGE_CHECK,
         ["kind", "create", "cluster", "--name", "ps-t", "--config", str(sd / "kind-config.yaml"), "--kubeconfig", str(sd / "kubeconfig")],
         ["helm", "upgrade", "--install", "cilium", "cilium", "--repo", "https://helm.cilium.io", "--version", "1.20.5",
          "--namespace", "kube-system", "--kubeconfig", str(sd / "kubeconfig"), *values,
@@ -215,7 +221,7 @@ def test_up_custom_applies_the_manifest_and_waits_for_its_daemonsets(tools, tmp_
     tools.script(engine_ok_rules())
     cluster = kind.up(cfg(mode="custom", proxy_manifest=str(manifest)), progress=lambda m: None)
     sd = tools.state / "kind" / "ps-t"
-    assert tools.commands()[3:7] == [
+    assert tools.commands()[4:8] == [
         kc(sd, "apply", "-f", str(manifest)),
         kc(sd, "-n", "kube-system", "rollout", "status", "daemonset/myproxy", "--timeout=300s"),
         kc(sd, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=300s"),
@@ -230,7 +236,7 @@ def test_cloud_provider_kind_is_an_opt_in_whose_lb_rows_are_marked(tools, monkey
     tools.script(engine_ok_rules())
     cluster = kind.up(cfg(), progress=lambda m: None)
     sd = tools.state / "kind" / "ps-t"
-    assert tools.commands()[6:] == [*side(sd), CPK, *CPK_START]
+    assert tools.commands()[7:] == [*side(sd), CPK, *CPK_START]
     feats = cluster.features()
     assert feats.load_balancer and not feats.lb_via_proxy
     assert "Envoy that forwards to NodePorts" in feats.require("lb_via_proxy")[1]
