@@ -67,6 +67,7 @@ from .detect import cilium_from_status
 from .kindsetup import hooks as kindsetup_hooks
 from .kindsetup import lb as kindsetup_lb
 from .kindsetup import podns as kindsetup_podns
+from .local.netns import exec_argv
 from .remote import (ROLE_LABEL, RUN_LABEL, KubectlCluster, ToolError, exec_budget, exec_engine, parse_nodes,
                      parse_observations, require_tool, run_tool)
 
@@ -707,7 +708,7 @@ class KindCluster(KubectlCluster):
             from dataclasses import asdict
 
             # Looked up per batch: the process found for the last one may have exited since.
-            prefix = ["nsenter", f"--net={kindsetup_podns.pod_netns_path(uid)}"]
+            prefix = exec_argv(kindsetup_podns.pod_netns_path(uid), [])
             return parse_observations(exec_engine(prefix, [asdict(r) for r in requests], exec_budget(requests), where))
 
         node = spec.get("nodeName")

@@ -125,8 +125,9 @@ def run_load(spec: LoadSpec, out_dir: str | os.PathLike, netns: str | None = Non
     (out / "spec.json").write_text(json.dumps(asdict(spec)))
     argv = [python, "-m", "proxysuite.perf.load", "worker", str(out / "spec.json"), str(out)]
     if netns:
-        # A kind pod's network is a /proc/<pid>/ns/net path, which `ip netns exec` refuses (it wants a name).
-        argv = [*(["nsenter", f"--net={netns}"] if netns.startswith("/") else ["ip", "netns", "exec", netns]), *argv]
+        from ..cluster.local.netns import exec_argv  # a name, or a kind pod's /proc/<pid>/ns/net
+
+        argv = exec_argv(netns, argv)
     budget = min(HARD_CAP_S, spec_duration(spec) + 60)
     if progress:
         progress(f"load: {spec.users} users → {spec.url} for {spec_duration(spec):.0f}s"
