@@ -6,7 +6,7 @@ IP_FAMILY ?= ipv4
 WORKERS ?= $(if $(filter ipv4,$(IP_FAMILY)),2,4)
 PYTEST ?= .venv/bin/pytest
 
-.PHONY: bootstrap conformance lint test
+.PHONY: bootstrap conformance conformance-kind lint test test-kind
 
 bootstrap:
 	bash scripts/bootstrap
@@ -16,9 +16,24 @@ bootstrap:
 conformance: bootstrap
 	$(PYTEST) suites/conformance -m conformance --provider local --mode $(MODE) --ip-family $(IP_FAMILY) -n $(WORKERS) -p no:cacheprovider
 
+## conformance-kind: the catalogue on kind (MODE=...), creating and deleting a cluster; with no Docker engine
+## answering, the suite's own (installed and started by `proxysuite kind setup-engine`), and with no registry the
+## offline node image (`proxysuite kind build-node-image`, built when missing)
+conformance-kind: bootstrap
+	.venv/bin/proxysuite kind setup-engine
+	$(PYTEST) suites/conformance -m conformance --provider kind --mode $(MODE) -n $(WORKERS) -p no:cacheprovider
+
 ## test: the project's own tests (providers, probes, reports; brings up real local clusters)
 test: bootstrap
 	$(PYTEST) tests -p no:cacheprovider --durations=25
+
+## test-kind: the project's own kind tests, heavy so not in `make test`: the suite's engine, the offline node image
+## (boots; replaces an image that cannot be pulled), a cluster's life leaving the machine's kernel settings as they
+## were, and a deliberately broken proxy failing the LoadBalancer rows on kind
+test-kind: bootstrap
+	PROXYSUITE_TEST_KIND_ENGINE=1 PROXYSUITE_TEST_KIND_IMAGE=1 PROXYSUITE_TEST_KIND_CLUSTER=1 \
+	  $(PYTEST) tests/test_kind_engine.py tests/test_kind_nodeimage.py tests/test_kind_local_cluster.py tests/test_kind_broken_lb.py \
+	  -p no:cacheprovider --durations=10
 
 ## lint: ruff and mypy on the library (settings in pyproject.toml, versions in constraints.txt)
 lint: bootstrap
