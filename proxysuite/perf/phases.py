@@ -22,7 +22,7 @@ A phase is a name, a test of whether it can run here, and the measurement::
 The order matters: ``restart`` leaves a fresh proxy whose first syncs must not land in the
 ``npl`` window, and ``load`` comes last so its connections do not disturb the timed phases.
 A phase that does not apply (no proxy restart on an existing cluster, no pod network namespace
-on kind for Locust, ``--load-seconds 0``) says why, so the report can print "load: skipped: …".
+reachable from this machine for Locust, ``--load-seconds 0``) says why, so the report can print "load: skipped: …".
 """
 
 from __future__ import annotations
