@@ -147,7 +147,10 @@ def test_setup_engine_runs_privileged_containers_without_touching_the_machine(mo
         # A second set-up reuses the running engine instead of starting another.
         again = engine.setup(lines.append)
         assert again.netns == eng.netns and any("reusing it" in ln for ln in lines)
-        monkeypatch.delenv("DOCKER_HOST", raising=False)
+        # setenv first so the undo also removes what adopt() writes (a bare delenv of an unset variable records
+        # nothing, and the relay test after this one then skipped, seeing a DOCKER_HOST configured).
+        monkeypatch.setenv("DOCKER_HOST", "")
+        monkeypatch.delenv("DOCKER_HOST")
         assert engine.adopt() == eng.docker_host
     finally:
         if not was_running:
