@@ -192,7 +192,7 @@ def docker_engine_version() -> str:
         proc = run_tool(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=30)
     except ToolError as exc:
         raise SuiteError(f"the Docker engine is not reachable ({exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc})",
-                         "start the Docker engine (or set DOCKER_HOST to one); kind runs its nodes as containers") from None
+                         "start the Docker engine, set DOCKER_HOST to one, or run `proxysuite kind setup-engine` (installs and starts the suite's own); kind runs its nodes as containers") from None
     version = proc.stdout.strip()
     if not version:
         raise SuiteError("the Docker engine did not report a version", "check `docker info`; kind needs a running engine")
