@@ -60,8 +60,9 @@ CLOUD_PROVIDER_KIND_ENVOY_IMAGE = "docker.io/envoyproxy/envoy:v1.33.2"
 RYUK_IMAGE = "testcontainers/ryuk:0.8.1"
 """testcontainers' reaper (honours ``RYUK_CONTAINER_IMAGE`` like testcontainers does)."""
 
-CILIUM_CHART_VERSION = "1.20.5"
-"""Cilium Helm chart (https://helm.cilium.io). Override: ``PROXYSUITE_CILIUM_VERSION``."""
+CILIUM_CHART_VERSION = "1.20.2"
+"""Cilium's release: the offline build's pin (``proxysuite/data/cilium/go.mod``, a test keeps them equal) and, with
+``PROXYSUITE_CILIUM_SOURCE=repo``, the chart version from https://helm.cilium.io. Override: ``PROXYSUITE_CILIUM_VERSION``."""
 
 CILIUM_CHART_REPO = "https://helm.cilium.io"
 

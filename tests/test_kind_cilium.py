@@ -136,3 +136,30 @@ def test_agent_overlay_puts_each_file_where_the_chart_and_agent_look(built, tmp_
     assert members["usr/local/bin/clang"].linkname == "/usr/bin/clang-19"
     assert "var/lib/cilium/bpf/bpf_lxc.c" in members and "var/lib/cilium/bpf/include/bpf/ctx/skb.h" in members
     assert not any(n.startswith("var/lib/cilium/bpf/tests/") for n in members)  # Makefile.defs leaves tests out
+
+
+def test_the_release_the_suite_names_is_the_one_it_builds():
+    from proxysuite import images
+
+    assert f"v{images.CILIUM_CHART_VERSION}" == cilium.read_pins().cilium
+
+
+def test_cilium_source_is_offline_unless_told_and_a_bad_value_names_the_choices(monkeypatch):
+    from proxysuite.errors import SuiteError
+
+    monkeypatch.delenv(kind.CILIUM_SOURCE_ENV, raising=False)
+    assert kind.cilium_source() == "offline"
+    monkeypatch.setenv(kind.CILIUM_SOURCE_ENV, "quay")
+    with pytest.raises(SuiteError, match="offline, repo"):
+        kind.cilium_source()
+
+
+def test_repo_source_installs_the_pinned_chart_version_from_the_repository(monkeypatch):
+    from proxysuite import images
+    from proxysuite.config import SuiteConfig
+
+    monkeypatch.setenv(kind.CILIUM_SOURCE_ENV, "repo")
+    monkeypatch.delenv("PROXYSUITE_CILIUM_VERSION", raising=False)
+    argv = kind.cilium_helm_argv(SuiteConfig(provider="kind", mode="cilium", cluster_name="c1"), "/k", lambda m: None)
+    assert argv[:2] == ["helm", "upgrade"] and argv[argv.index("--version") + 1] == images.CILIUM_CHART_VERSION
+    assert "k8sServiceHost=c1-control-plane" in argv and "image.pullPolicy=Never" not in argv

@@ -174,6 +174,9 @@ def test_up_iptables_runs_exactly_these_commands(tools):
 
 @pytest.mark.parametrize("variant,overlay", [("default", None), ("maglev", "maglev.yaml"), ("dsr", "dsr.yaml")])
 def test_up_cilium_installs_with_helm_from_the_values_files(tools, monkeypatch, variant, overlay):
+    # The chart repository's flow (PROXYSUITE_CILIUM_SOURCE=repo); the offline default is proven on a real
+    # cluster by tests/test_kind_cilium_cluster.py.
+    monkeypatch.setenv("PROXYSUITE_CILIUM_SOURCE", "repo")
     monkeypatch.setenv("PROXYSUITE_CILIUM_VARIANT", variant)
     tools.script(engine_ok_rules() + [{"tool": "kubectl", "match": ["exec", "cilium-dbg", "status"], "stdout": CILIUM_STATUS}])
     kind.up(cfg(mode="cilium"), progress=lambda m: None)
@@ -184,7 +187,7 @@ def test_up_cilium_installs_with_helm_from_the_values_files(tools, monkeypatch, 
     assert tools.commands()[2:10] == [
         NODE_IMAGE_CHECK,
         ["kind", "create", "cluster", "--name", "ps-t", "--config", str(sd / "kind-config.yaml"), "--kubeconfig", str(sd / "kubeconfig")],
-        ["helm", "upgrade", "--install", "cilium", "cilium", "--repo", "https://helm.cilium.io", "--version", "1.20.5",
+        ["helm", "upgrade", "--install", "cilium", "cilium", "--repo", "https://helm.cilium.io", "--version", "1.20.2",
          "--namespace", "kube-system", "--kubeconfig", str(sd / "kubeconfig"), *values,
          "--set", "k8sServiceHost=ps-t-control-plane", "--set", "k8sServicePort=6443", "--wait", "--timeout", "600s"],
         kc(sd, "-n", "kube-system", "rollout", "status", "daemonset/cilium", "--timeout=300s"),
@@ -200,7 +203,8 @@ def test_up_cilium_installs_with_helm_from_the_values_files(tools, monkeypatch, 
     assert record["cilium_variant"] == variant and record["cilium"]["kpr"] is True and record["cilium"]["socket_lb"] is True
 
 
-def test_cilium_without_kpr_is_an_error_and_the_cluster_is_deleted(tools):
+def test_cilium_without_kpr_is_an_error_and_the_cluster_is_deleted(tools, monkeypatch):
+    monkeypatch.setenv("PROXYSUITE_CILIUM_SOURCE", "repo")
     tools.script(engine_ok_rules() + [{"tool": "kubectl", "match": ["exec", "cilium-dbg", "status"],
                                        "stdout": "KubeProxyReplacement:   False\n"}])
     with pytest.raises(SuiteError) as info:
@@ -464,12 +468,15 @@ def test_missing_tool_is_one_line_naming_the_fix(only, present, missing, fix_wor
     assert text.startswith(f"{missing} is not installed") and fix_words in text and "\n" not in text
 
 
-def test_missing_helm_only_matters_for_cilium(only, monkeypatch, tmp_path):
+def test_missing_helm_only_matters_for_cilium_from_the_chart_repository(only, monkeypatch, tmp_path):
     only("docker", "kind", "kubectl")
     script = tmp_path / "s.json"
     script.write_text(json.dumps(engine_ok_rules()))
     monkeypatch.setenv("PROXYSUITE_SCRIPT", str(script))
     kind.check_prereqs(cfg())  # iptables: no helm needed
+    monkeypatch.delenv("PROXYSUITE_CILIUM_SOURCE", raising=False)
+    kind.check_prereqs(cfg(mode="cilium"))  # offline: the suite builds its own helm
+    monkeypatch.setenv("PROXYSUITE_CILIUM_SOURCE", "repo")
     with pytest.raises(SuiteError) as info:
         kind.check_prereqs(cfg(mode="cilium"))
     assert str(info.value).startswith("helm is not installed") and "--mode cilium needs it" in str(info.value)

@@ -8,16 +8,19 @@
 
 What ``up`` does, in order (every command is printed through ``progress``):
 
-1. checks docker (CLI and a reachable engine), kind, kubectl, and helm for
-   ``--mode cilium``; IPVS needs the host kernel's IPVS (kind nodes share it);
+1. checks docker (CLI and a reachable engine), kind, kubectl (and helm for
+   ``--mode cilium`` from the chart repository); IPVS needs the host kernel's IPVS (kind nodes share it);
 2. reuses the cluster named ``--cluster-name`` (default ``proxysuite-<mode>``)
    when it exists and was made for the same mode, else renders
    ``proxysuite/data/kind-configs/<mode>.yaml`` (node image for ``--k8s-version``,
    ``--nodes`` workers) and runs ``kind create cluster``; a cluster it
    created and could not finish is deleted again (unless ``--keep-cluster``);
-3. ``--mode cilium``: ``helm upgrade --install`` Cilium from
+3. ``--mode cilium``: builds (once, cached) Cilium's agent and operator images,
+   its chart and Helm from the pinned Go modules (:mod:`.kindsetup.cilium`, no
+   registry), ``kind load``s the images, ``helm upgrade --install``s the chart with
    ``cilium-values/default.yaml`` plus the variant overlay, waits for the
-   DaemonSet and checks ``cilium-dbg status`` reports KubeProxyReplacement;
+   DaemonSet and checks ``cilium-dbg status`` reports KubeProxyReplacement
+   (``PROXYSUITE_CILIUM_SOURCE=repo``: helm.cilium.io and quay.io instead);
    ``--mode custom``: ``kubectl apply`` of ``--proxy-manifest`` and a rollout
    wait on each DaemonSet it defines;
 4. waits for every node Ready and for kube-proxy/CoreDNS to roll out;
@@ -91,7 +94,9 @@ NODES_READY_TIMEOUT = 300
 ROLLOUT_TIMEOUT = 300
 """Seconds for kube-proxy, CoreDNS or a custom proxy DaemonSet to finish rolling out."""
 CILIUM_INSTALL_TIMEOUT = 600
-"""Seconds for ``helm --wait`` on Cilium: image pulls of agent, operator and envoy on each node."""
+"""Seconds for ``helm --wait`` on Cilium: the agents compile their datapath at start."""
+CILIUM_LOAD_TIMEOUT = 900
+"""Seconds for ``kind load docker-image`` of one offline Cilium image into every node (the agent's is ~1 GB)."""
 PROXY_RESTART_TIMEOUT = 120
 """Seconds for a deleted proxy pod to be replaced by a Ready one on the same node."""
 
@@ -204,7 +209,7 @@ def check_prereqs(config: SuiteConfig) -> None:
     kindsetup_hooks.before_prereqs()
     for tool in ("docker", "kind", "kubectl"):
         require_tool(tool)
-    if config.mode == "cilium":
+    if config.mode == "cilium" and cilium_source() == "repo":
         require_tool("helm")
     if config.mode == "custom":
         if not config.proxy_manifest:
@@ -276,15 +281,45 @@ def manifest_daemonsets(path: str) -> list[tuple[str, str, dict]]:
     return out
 
 
-def install_cilium(config: SuiteConfig, kubeconfig: str, progress: Progress) -> dict:
-    """helm install Cilium from the values files, wait for it, and return the agent's KubeProxyReplacement facts."""
-    argv = ["helm", "upgrade", "--install", "cilium", "cilium", "--repo", images.CILIUM_CHART_REPO,
-            "--version", images.cilium_version(), "--namespace", "kube-system", "--kubeconfig", kubeconfig]
+CILIUM_SOURCE_ENV = "PROXYSUITE_CILIUM_SOURCE"
+CILIUM_SOURCES = ("offline", "repo")
+
+
+def cilium_source() -> str:
+    """``PROXYSUITE_CILIUM_SOURCE``: ``offline`` (default: agent, operator, chart and Helm built from the pinned Go
+    modules, no registry needed) or ``repo`` (helm.cilium.io's chart and quay.io's images, for machines that reach them)."""
+    choice = os.environ.get(CILIUM_SOURCE_ENV) or "offline"
+    if choice not in CILIUM_SOURCES:
+        raise SuiteError(f"{CILIUM_SOURCE_ENV}={choice} is not a Cilium source", f"set {CILIUM_SOURCE_ENV} to one of {', '.join(CILIUM_SOURCES)} or unset it")
+    return choice
+
+
+def cilium_helm_argv(config: SuiteConfig, kubeconfig: str, progress: Progress) -> list[str]:
+    """The ``helm upgrade --install`` of Cilium; offline, it first builds (cached) and loads the images into the nodes."""
+    if cilium_source() == "repo":
+        head = ["helm", "upgrade", "--install", "cilium", "cilium", "--repo", images.CILIUM_CHART_REPO, "--version", images.cilium_version()]
+        tail: list[str] = []
+    else:
+        from .kindsetup import cilium as offline  # the Go builds and image imports are only for this mode
+
+        bins = offline.ensure(progress)
+        refs = offline.build_images(progress)
+        for ref in refs.values():
+            # No registry: the nodes' containerd gets the images from the engine (the chart says pullPolicy Never).
+            _run(progress, ["kind", "load", "docker-image", ref, "--name", config.name], CILIUM_LOAD_TIMEOUT)
+        head = [str(bins["helm"]), "upgrade", "--install", "cilium", str(offline.chart_dir(progress))]
+        tail = offline.helm_image_args(refs)
+    argv = head + ["--namespace", "kube-system", "--kubeconfig", kubeconfig]
     for f in cilium_values_files(config=config):
         argv += ["--values", str(f)]
-    argv += ["--set", f"k8sServiceHost={config.name}-control-plane", "--set", "k8sServicePort=6443",
-             "--wait", "--timeout", f"{CILIUM_INSTALL_TIMEOUT}s"]
-    _run(progress, argv, CILIUM_INSTALL_TIMEOUT + 60)
+    # No kube-proxy programs the kubernetes Service for the agents: they reach the apiserver by the node's name.
+    return argv + tail + ["--set", f"k8sServiceHost={config.name}-control-plane", "--set", "k8sServicePort=6443",
+                          "--wait", "--timeout", f"{CILIUM_INSTALL_TIMEOUT}s"]
+
+
+def install_cilium(config: SuiteConfig, kubeconfig: str, progress: Progress) -> dict:
+    """Install Cilium with Helm, wait for it, and return the agent's KubeProxyReplacement facts."""
+    _run(progress, cilium_helm_argv(config, kubeconfig, progress), CILIUM_INSTALL_TIMEOUT + 60)
     _run(progress, _kubectl(kubeconfig, "-n", "kube-system", "rollout", "status", "daemonset/cilium", f"--timeout={ROLLOUT_TIMEOUT}s"),
          ROLLOUT_TIMEOUT + 30)
     status = _run(progress, _kubectl(kubeconfig, "-n", "kube-system", "exec", "daemonset/cilium", "-c", "cilium-agent", "--",
