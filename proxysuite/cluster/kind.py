@@ -528,6 +528,7 @@ class KindCluster(KubectlCluster):
             progress(f"starting external client {spec['name']} ({spec['image']}) on network {spec['network']} via testcontainers")
             self._external, self._external_id, self._external_ip = start_external_client(spec)
             self.reasons.pop("external_client", None)
+            self._wire_like_checksums(progress)
         except Exception as exc:  # noqa: BLE001 - docker SDK errors come in many types; each means "no external client"
             self.reasons["external_client"] = f"the external client container did not start: {type(exc).__name__}: {exc}"
             progress(self.reasons["external_client"])
@@ -537,6 +538,25 @@ class KindCluster(KubectlCluster):
             self._start_lb(pool, node_ips, progress)
             if self._lb is not None and gateway:
                 self._pool_behind_gateway(pool, gateway, progress)
+
+    def _wire_like_checksums(self, progress: Progress) -> None:
+        """Turn off TX checksum offload on the external client's interface, so its packets reach the nodes with
+        their checksums filled in, as from a wire.
+
+        From a veth peer on the same kernel a TCP SYN arrives CHECKSUM_PARTIAL. Cilium answers a Service without
+        backends by rewriting that very packet into an ICMP port unreachable in BPF (bpf/lib/lb.h,
+        tail_no_service_ipv4) and sending it back; the reply keeps the request's partial-checksum state and
+        the ``kind`` bridge never delivers it (measured: seen leaving the node, never arriving at the client),
+        so a client in a container on the same machine times out where a real one is refused. kube-proxy's
+        REJECT builds a new packet and is unaffected either way. Where the engine runs elsewhere the client is
+        left alone."""
+        if self._external_id is None or not self._pods_on_this_kernel():
+            return
+        try:
+            pid = run_tool(["docker", "inspect", "--format", "{{.State.Pid}}", self._external_id], timeout=30).stdout.strip()
+            kindsetup_podns.tx_checksum_offload_off(f"/proc/{pid}/ns/net", "eth0")
+        except (ProbeError, OSError, ValueError) as exc:
+            progress(f"could not turn off TX checksum offload on the external client ({exc}); a Cilium reject to it may time out")
 
     def _pool_behind_gateway(self, pool: str, gateway: str, progress: Progress) -> None:
         """Route the LB pool from every node to the ``kind`` network's gateway (in the node containers' own

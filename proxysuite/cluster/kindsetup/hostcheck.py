@@ -47,13 +47,16 @@ class HostSnapshot:
     routes: str
     links: str
     firewall: str
+    bpf: str = ""
+    """BPF programs and links loaded in the kernel, tc/XDP attachments of the root namespace, and bpf/cgroup2
+    mounts of the machine's mount namespace: what a Cilium agent on a node could leave behind."""
 
     @classmethod
     def take(cls) -> "HostSnapshot":
         fw = "\n".join(ln for ln in (_cmd("iptables-save") + _cmd("ip6tables-save")).splitlines()
                        if not ln.startswith("#") and not ln.startswith(":"))
         return cls(sysctls=sysctls(), addresses=_cmd("ip", "-br", "addr"), routes=_cmd("ip", "route", "show", "table", "all"),
-                   links=_cmd("ip", "-br", "link"), firewall=fw + _cmd("nft", "list", "ruleset"))
+                   links=_cmd("ip", "-br", "link"), firewall=fw + _cmd("nft", "list", "ruleset"), bpf=bpf_state())
 
     def changes(self, after: "HostSnapshot") -> list[str]:
         """What differs, one line each (empty when the machine is as it was)."""
@@ -62,4 +65,33 @@ class HostSnapshot:
         for name in ("addresses", "routes", "links", "firewall"):
             if getattr(self, name) != getattr(after, name):
                 out.append(f"root namespace {name} changed")
+        if self.bpf != after.bpf:
+            gone, new = set(self.bpf.splitlines()), set(after.bpf.splitlines())
+            out += [f"bpf: + {line}" for line in sorted(new - gone)] + [f"bpf: - {line}" for line in sorted(gone - new)]
         return out
+
+
+def bpf_state() -> str:
+    """One line per BPF program and link in the kernel (ids are never reused, so a leftover shows as a new line),
+    per tc/XDP/flow-dissector attachment in the root network namespace, and per bpf or cgroup2 mount of the
+    machine's mount namespace. Needs ``bpftool`` (Debian: bpftool); says so in the snapshot without it."""
+    import json
+    import shutil
+
+    lines = []
+    if shutil.which("bpftool"):
+        for kind in ("prog", "link"):
+            try:
+                items = json.loads(_cmd("bpftool", "-j", kind, "show") or "[]")
+            except ValueError:
+                items = []
+            lines += [f"{kind} {i.get('id')} {i.get('type')} {i.get('name', '')}".rstrip() for i in items if isinstance(i, dict)]
+        lines += [f"net {ln.strip()}" for ln in _cmd("bpftool", "net", "show").splitlines() if ln.strip()]
+    else:
+        lines.append("<bpftool missing: BPF programs not checked>")
+    with open("/proc/1/mountinfo") as fh:
+        for ln in fh:
+            fields = ln.split(" - ")
+            if len(fields) == 2 and fields[1].split()[0] in ("bpf", "cgroup2"):
+                lines.append(f"mount {fields[0].split()[4]} {fields[1].split()[0]}")
+    return "\n".join(lines)

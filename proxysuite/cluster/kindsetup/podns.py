@@ -77,3 +77,24 @@ def engine_shares_kernel(container_pid: int, container_id: str, proc: Path = PRO
         return container_pid > 0 and container_id in (proc / str(container_pid) / "cgroup").read_text()
     except OSError:
         return False
+
+
+def tx_checksum_offload_off(netns_path: str, ifname: str) -> None:
+    """``ethtool -K <ifname> tx off`` inside a container's network namespace (see
+    ``KindCluster._wire_like_checksums`` for why), with pyroute2's ethtool."""
+    from pyroute2.ethtool import Ethtool
+
+    from ..local.netns import call_in
+
+    def turn_off() -> None:
+        tool = Ethtool()
+        try:
+            features = tool.get_features(ifname)
+            for name, feature in features.features.items():
+                if name.startswith("tx-checksum"):
+                    feature.enable = False
+            tool.set_features(ifname, features)
+        finally:
+            tool.close()
+
+    call_in(netns_path, turn_off)

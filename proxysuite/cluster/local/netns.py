@@ -14,6 +14,7 @@ relies on that prefix.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -112,10 +113,34 @@ def socket_factory(name: str) -> Callable[..., socket.socket]:
 
 def exec_argv(name: str, argv: list[str]) -> list[str]:
     """``argv`` run inside namespace ``name``: a name under /var/run/netns, or a path such as a container's
-    ``/proc/PID/ns/net`` (which ``ip netns exec`` refuses as an invalid name)."""
+    ``/proc/PID/ns/net`` (which ``ip netns exec`` refuses as an invalid name).
+
+    Given a process's ``/proc/PID/ns/net``, the command also joins that process's cgroup v2 cgroup first: BPF
+    programs attached to cgroups see its sockets as that process's (Cilium's socket-LB translates Service
+    addresses at connect() only for processes under the node's cgroup), so it sends exactly as a pod's own
+    process would. Without a cgroup v2 hierarchy there is nothing to join."""
     if name.startswith("/"):
-        return ["nsenter", f"--net={name}", "--", *argv]
+        enter = ["nsenter", f"--net={name}", "--", *argv]
+        m = re.fullmatch(r"/proc/(\d+)/ns/net", name)
+        procs = cgroup2_procs_file(int(m.group(1))) if m else None
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *enter] if procs else enter
     return ["ip", "netns", "exec", name, *argv]
+
+
+def cgroup2_procs_file(pid: int, proc: str = "/proc") -> str | None:
+    """The ``cgroup.procs`` file of ``pid``'s cgroup in the cgroup v2 hierarchy (``/sys/fs/cgroup`` on a pure v2
+    machine, ``/sys/fs/cgroup/unified`` on a hybrid one), or None when there is none or the process is gone."""
+    try:
+        with open(f"{proc}/self/mountinfo") as fh:
+            mounts = [ln.split(" - ")[0].split()[4] for ln in fh if " - cgroup2 " in ln]
+        with open(f"{proc}/{pid}/cgroup") as fh:
+            path = next((ln.strip()[3:] for ln in fh if ln.startswith("0::")), None)
+    except OSError:
+        return None
+    if not mounts or not path:
+        return None
+    procs = os.path.join(mounts[0], path.lstrip("/"), "cgroup.procs")
+    return procs if os.path.exists(procs) else None
 
 
 def run(name: str, argv: list[str], timeout: float = 60, check: bool = True) -> str:
