@@ -6,7 +6,7 @@ IP_FAMILY ?= ipv4
 WORKERS ?= $(if $(filter ipv4,$(IP_FAMILY)),2,4)
 PYTEST ?= .venv/bin/pytest
 
-.PHONY: bootstrap conformance conformance-kind lint test test-kind
+.PHONY: bootstrap conformance conformance-kind lint test test-kind test-cilium
 
 bootstrap:
 	bash scripts/bootstrap
@@ -34,6 +34,12 @@ test-kind: bootstrap
 	PROXYSUITE_TEST_KIND_ENGINE=1 PROXYSUITE_TEST_KIND_IMAGE=1 PROXYSUITE_TEST_KIND_CLUSTER=1 \
 	  $(PYTEST) tests/test_kind_engine.py tests/test_kind_nodeimage.py tests/test_kind_local_cluster.py tests/test_kind_broken_lb.py \
 	  -p no:cacheprovider --durations=10
+
+## test-cilium: Cilium's offline build (binaries, images, the chart rendered with the suite's values) and a real
+## Cilium cluster that must leave no BPF program, mount, sysctl, address, route or firewall change behind
+test-cilium: bootstrap
+	.venv/bin/proxysuite kind setup-engine
+	PROXYSUITE_TEST_KIND_CILIUM=1 $(PYTEST) tests/test_kind_cilium_cluster.py tests/test_kind_cilium.py -p no:cacheprovider --durations=10
 
 ## lint: ruff and mypy on the library (settings in pyproject.toml, versions in constraints.txt)
 lint: bootstrap

@@ -62,3 +62,37 @@ def test_children_cpu_sums_the_pods_processes(tmp_path):
     assert podns.children_cpu_seconds(uid, proc) == 4.0
     with pytest.raises(SuiteError):
         podns.children_cpu_seconds(str(uuid.uuid4()), proc)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a network namespace and a cgroup)")
+def test_a_command_entered_through_a_process_namespace_also_joins_its_cgroup(tmp_path):
+    """Cilium's socket-LB acts on processes under the node's cgroup only: a probe entered as a pod must be there."""
+    from proxysuite.cluster.local.netns import cgroup2_procs_file, exec_argv
+
+    ours = cgroup2_procs_file(os.getpid())
+    if ours is None:
+        pytest.skip("no cgroup v2 hierarchy on this machine")
+    group = os.path.join(os.path.dirname(ours), f"proxysuite-test-{os.getpid()}")
+    os.mkdir(group)
+    target = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        with open(os.path.join(group, "cgroup.procs"), "w") as fh:
+            fh.write(str(target.pid))
+        for _ in range(50):  # unshare execs sleep in the new namespace; wait until it has
+            if os.readlink(f"/proc/{target.pid}/ns/net") != os.readlink("/proc/self/ns/net"):
+                break
+            subprocess.run(["sleep", "0.05"])
+        argv = exec_argv(f"/proc/{target.pid}/ns/net", ["sh", "-c", "grep ^0:: /proc/self/cgroup; readlink /proc/self/ns/net"])
+        cgroup, netns = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+        assert netns == os.readlink(f"/proc/{target.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        assert cgroup == next(ln for ln in open(f"/proc/{target.pid}/cgroup") if ln.startswith("0::")).strip()
+        assert cgroup.endswith(f"/proxysuite-test-{os.getpid()}")
+    finally:
+        target.kill()
+        target.wait()
+        for _ in range(50):  # the cgroup empties once the killed process is reaped
+            try:
+                os.rmdir(group)
+                break
+            except OSError:
+                subprocess.run(["sleep", "0.1"])
