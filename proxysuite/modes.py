@@ -27,6 +27,9 @@ KUBE_PROXY_METRICS_PORT = 10249
 KUBE_PROXY_HEALTHZ_PORT = 10256
 """kube-proxy's ``--healthz-bind-address`` port: ``/healthz``, ``/livez``."""
 
+CILIUM_METRICS_PORT = 9962
+"""The Cilium agent's Prometheus port (chart ``prometheus.port``; the suite's values turn it on)."""
+
 KUBE_PROXY_SYNC_METRICS = ("kubeproxy_sync_proxy_rules_duration_seconds", "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
                            "kubeproxy_network_programming_duration_seconds")
 """Metrics every kube-proxy mode exposes from its first sync."""
@@ -86,7 +89,8 @@ MODES: dict[str, Mode] = {
         Mode("ipvs", "kube-proxy", "kube-proxy --proxy-mode=ipvs (deprecated since 1.35; needs CONFIG_IP_VS)", Datapath(
             dump=("sh", "-c", "iptables-save; echo '# ipvsadm -Ln'; ipvsadm -Ln 2>&1 || true"),
             sync_metrics=KUBE_PROXY_SYNC_METRICS)),
-        Mode("cilium", "cilium", "Cilium eBPF kube-proxy replacement (kind only)"),
+        Mode("cilium", "cilium", "Cilium eBPF kube-proxy replacement (kind only)", Datapath(
+            metrics_port=CILIUM_METRICS_PORT, sync_metrics=("cilium_reconciler_duration_seconds",))),
         Mode("custom", "custom", "a proxy you bring: --proxy-cmd (local) or --proxy-manifest (kind)"),
     )
 }

@@ -125,6 +125,13 @@ SYNC_FULL = Metric(
 SYNC_PARTIAL = Metric(
     "sync_partial", "s", "Partial syncs only (kubeproxy_sync_partial_proxy_rules_duration_seconds); the report reads "
     "the npl phase.", _HIST_STATS, _HIST_AGG, (CREATE, RESTART, NPL), ("sync", TABLE, BASELINE), {"count": "count"})
+DP_WRITE = Metric(
+    "dp_write", "s", "Cilium's counterpart of a sync: one Service's (frontend's) BPF map write by the agent's load-"
+    "balancer reconciler (cilium_reconciler_duration_seconds{module_id=\"loadbalancer-reconciler\"}); stat prefix "
+    "update_ or delete_ by op. Per object, not per round: not comparable one to one with kube-proxy's sync.",
+    tuple(f"{op}_{s}" for op in ("update", "delete") for s in _HIST_STATS),
+    "delta of the agent's cumulative histogram over the phase window; quantiles interpolated in buckets (estimate=True)",
+    (CREATE, NPL), ("sync", TABLE), {f"{op}_count": "count" for op in ("update", "delete")})
 NPL_METRIC = Metric(
     "npl_metric", "s", "kube-proxy's own network programming latency (kubeproxy_network_programming_duration_seconds): "
     "trigger time → programmed, 250 ms buckets at best.", _HIST_STATS, _HIST_AGG, (CREATE, RESTART, NPL),
@@ -192,7 +199,7 @@ MIN_SYNC = Metric(
      "cpu_cores": "cores"})
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    CREATE_FIG, RULESET, RESTART_FIG, SYNC, SYNC_FULL, SYNC_PARTIAL, NPL_METRIC, PROXY, RULES, FIRST_PACKET, NPL_DP,
+    CREATE_FIG, RULESET, RESTART_FIG, SYNC, SYNC_FULL, SYNC_PARTIAL, DP_WRITE, NPL_METRIC, PROXY, RULES, FIRST_PACKET, NPL_DP,
     NPL_ALL, NPL_READY, NPL_NOT_READY, NPL_CREATE, LOCUST, LOCUST_RESPONSE, TEARDOWN_FIG, PHASE_SKIPPED, MIN_SYNC)}
 """Every family by its frame name."""
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..ipfamily import k8s_name
+from . import metrics
 from ..probes.engine import OK, REFUSED, RESET, TIMEOUT, UNREACHABLE, ProbeRequest
 
 if TYPE_CHECKING:
@@ -299,8 +300,19 @@ def wait_settled(scrape_fn, since: float, timeout: float = 900, progress=None, p
     """
     end = time.time() + timeout
     last_say = time.time()
+    rounds: list[tuple[float, float]] = []
     while time.time() < end:
         s = scrape_fn()
+        if s.value(metrics.CILIUM_ROUNDS, **metrics.CILIUM_LB) is not None:
+            # Cilium has no pending-changes gauge: settled once its load-balancer reconciler has run no round
+            # for a second and nothing is left failing (cilium_reconciler_errors_current).
+            rounds.append((s.at, s.value(metrics.CILIUM_ROUNDS, **metrics.CILIUM_LB) or 0))
+            failing = s.value("cilium_reconciler_errors_current", **metrics.CILIUM_LB) or 0
+            quiet = [at for at, n in rounds if n == rounds[-1][1]]
+            if not failing and quiet[-1] - quiet[0] >= 1.0 and quiet[0] >= since:
+                return quiet[0]
+            time.sleep(poll_s)
+            continue
         pending = (s.value("kubeproxy_sync_proxy_rules_endpoint_changes_pending") or 0) + \
                   (s.value("kubeproxy_sync_proxy_rules_service_changes_pending") or 0)
         # Labelled per IP family: each proxier of the run's families, not the sum of both (which is always "after");

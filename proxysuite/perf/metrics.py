@@ -44,6 +44,14 @@ NPL = "kubeproxy_network_programming_duration_seconds"
 """Trigger time (API change) to programmed, as kube-proxy sees it; 250 ms buckets at best."""
 HISTOGRAMS = (SYNC, SYNC_FULL, SYNC_PARTIAL, NPL)
 
+CILIUM_SYNC = "cilium_reconciler_duration_seconds"
+"""Cilium's counterpart of a sync: each round of the StateDB reconciler that writes Services and backends into the
+BPF maps (``module_id="loadbalancer-reconciler"``, pkg/loadbalancer/reconciler; the histogram in
+pkg/hive/reconciler_metrics.go, off by default, which the suite's Helm values turn on). Its ``op="update"``
+observations are the map writes of a round."""
+CILIUM_ROUNDS = "cilium_reconciler_count"
+CILIUM_LB = {"module_id": "loadbalancer-reconciler"}
+
 RSS = "process_resident_memory_bytes"
 CPU = "process_cpu_seconds_total"
 CHILD_CPU = "proxysuite_proxy_children_cpu_seconds"
@@ -253,6 +261,16 @@ def summarize(d: Delta, ip_family: str | None = "IPv4") -> list[dict]:
             row(short[fam], "mean", h.mean, fam)
             for q in (0.5, 0.9, 0.99):
                 row(short[fam], f"p{round(q * 100)}", h.quantile(q), fam, estimate=True)
+    for op in ("update", "delete"):
+        h = d.histogram(CILIUM_SYNC, **CILIUM_LB, op=op)
+        if h is None:
+            continue
+        src = f"{CILIUM_SYNC}{{op={op}}}"
+        row(C.DP_WRITE, f"{op}_count", h.count, src)
+        if h.count:
+            row(C.DP_WRITE, f"{op}_mean", h.mean, src)
+            for q in (0.5, 0.9, 0.99):
+                row(C.DP_WRITE, f"{op}_p{round(q * 100)}", h.quantile(q), src, estimate=True)
     rss = d.after.value(RSS)
     if rss is not None:
         row(C.PROXY, "rss", rss, RSS)

@@ -85,7 +85,7 @@ class SweepContext:
             self.progress(msg)
 
     def scrape(self) -> metrics.Scrape:
-        return metrics.scrape(self.cluster, self.node)
+        return metrics.scrape(self.cluster, self.node, port=get_mode(self.mode).datapath.metrics_port)
 
     def add(self, metric: C.Metric, stat: str, value: float, **extra) -> None:
         self.rec.record(metric, stat, value, scale=self.scale, phase=self.phase, **extra)
@@ -168,6 +168,9 @@ class Restart:
     def applies(self, ctx: SweepContext) -> tuple[bool, str]:
         if not ctx.opts.restart_proxy:
             return False, "turned off (--no-restart)"
+        if metrics.SYNC not in get_mode(ctx.mode).datapath.sync_metrics:
+            return False, (f"{ctx.mode} has no full-sync metric to time a restart by (the phase reads kube-proxy's "
+                           f"{metrics.SYNC_FULL})")
         return ctx.cluster.features().require("proxy_restart")
 
     def run(self, ctx: SweepContext) -> None:
