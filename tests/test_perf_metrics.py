@@ -100,3 +100,24 @@ def test_real_kube_proxy_scrapes():
         assert rows["proxy.rss"]["value"] == s.value(metrics.RSS) > 10 * 2**20
         assert rows["npl_metric.count"]["value"] > 0
         assert any(m.startswith("rules.") for m in rows)
+
+
+def test_real_cilium_agent_scrape():
+    """Text captured from a Cilium 1.20.2 agent on kind with the suite's values (its reconciler histogram turned on):
+    the load-balancer reconciler's map writes become ``dp_write`` rows, never kube-proxy's ``sync`` ones, and its
+    round counter and failing-object gauge are found for the settle check."""
+    from pathlib import Path
+
+    s = metrics.parse((Path(__file__).parent / "data" / "cilium-agent-metrics.txt").read_text())
+    h = s.histogram(metrics.CILIUM_SYNC, **metrics.CILIUM_LB, op="update")
+    assert h is not None and h.count > 100  # one per Service frontend written while 100 Services were created
+    assert s.value(metrics.CILIUM_ROUNDS, **metrics.CILIUM_LB) > 0
+    assert s.value("cilium_reconciler_errors_current", **metrics.CILIUM_LB) == 0
+    rows = {r["metric"]: r for r in metrics.summarize(metrics.Delta(metrics.Scrape(at=s.at - 1), s))}
+    assert rows["dp_write.update_count"]["value"] == h.count
+    assert rows["dp_write.update_mean"]["value"] == pytest.approx(h.mean)
+    assert not any(m.startswith(("sync", "npl_metric", "rules.")) for m in rows)
+    assert rows["proxy.rss"]["value"] == s.value("cilium_process_resident_memory_bytes") > 10 * 2**20
+    assert rows["proxy.rss"]["source"] == "cilium_process_resident_memory_bytes"
+    # Another reconciler of the agent (sysctl) is not counted as the load balancer's.
+    assert h.count < s.histogram(metrics.CILIUM_SYNC, op="update").count

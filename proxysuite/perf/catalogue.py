@@ -127,7 +127,7 @@ SYNC_PARTIAL = Metric(
     "the npl phase.", _HIST_STATS, _HIST_AGG, (CREATE, RESTART, NPL), ("sync", TABLE, BASELINE), {"count": "count"})
 DP_WRITE = Metric(
     "dp_write", "s", "Cilium's counterpart of a sync: one Service's (frontend's) BPF map write by the agent's load-"
-    "balancer reconciler (cilium_reconciler_duration_seconds{module_id=\"loadbalancer-reconciler\"}); stat prefix "
+    "balancer reconciler (cilium_reconciler_duration_seconds{module_id=\"agent.controlplane.loadbalancer-reconciler\"}); stat prefix "
     "update_ or delete_ by op. Per object, not per round: not comparable one to one with kube-proxy's sync.",
     tuple(f"{op}_{s}" for op in ("update", "delete") for s in _HIST_STATS),
     "delta of the agent's cumulative histogram over the phase window; quantiles interpolated in buckets (estimate=True)",

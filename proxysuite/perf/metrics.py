@@ -46,14 +46,17 @@ HISTOGRAMS = (SYNC, SYNC_FULL, SYNC_PARTIAL, NPL)
 
 CILIUM_SYNC = "cilium_reconciler_duration_seconds"
 """Cilium's counterpart of a sync: each round of the StateDB reconciler that writes Services and backends into the
-BPF maps (``module_id="loadbalancer-reconciler"``, pkg/loadbalancer/reconciler; the histogram in
+BPF maps (``module_id="agent.controlplane.loadbalancer-reconciler"``, pkg/loadbalancer/reconciler; the histogram in
 pkg/hive/reconciler_metrics.go, off by default, which the suite's Helm values turn on). Its ``op="update"``
 observations are the map writes of a round."""
-CILIUM_ROUNDS = "cilium_reconciler_count"
-CILIUM_LB = {"module_id": "loadbalancer-reconciler"}
+CILIUM_ROUNDS = "cilium_reconciler_count_total"
+"""(prometheus_client names a counter's sample with ``_total`` even where Cilium exposes it without.)"""
+CILIUM_LB = {"module_id": "agent.controlplane.loadbalancer-reconciler", "name": ""}
+"""The reconciler of pkg/loadbalancer/reconciler (hive module "loadbalancer-reconciler" under agent.controlplane)."""
 
 RSS = "process_resident_memory_bytes"
 CPU = "process_cpu_seconds_total"
+CILIUM_PREFIX = "cilium_"
 CHILD_CPU = "proxysuite_proxy_children_cpu_seconds"
 """Added by the suite where the provider sees the proxy's process: CPU of its exited children."""
 
@@ -78,14 +81,14 @@ class Scrape:
     samples: dict[tuple[str, tuple], float] = field(default_factory=dict)
     """(sample name, sorted labels) → value."""
 
-    def value(self, name: str, **labels: str) -> float | None:
+    def value(self, name: str, /, **labels: str) -> float | None:
         """A single sample's value; with no labels given, the sum over all label sets (None if absent)."""
         if labels:
             return self.samples.get((name, tuple(sorted(labels.items()))))
         found = [v for (n, _), v in self.samples.items() if n == name]
         return sum(found) if found else None
 
-    def histogram(self, family: str, **labels: str) -> "Histogram | None":
+    def histogram(self, family: str, /, **labels: str) -> "Histogram | None":
         return _histogram_from(self.samples, family, labels)
 
     def labelled(self, name: str, label: str = "ip_family") -> bool:
@@ -219,14 +222,14 @@ class Delta:
         a, b = self.after.value("process_start_time_seconds"), self.before.value("process_start_time_seconds")
         return a is not None and b is not None and a != b
 
-    def histogram(self, family: str, **labels: str) -> Histogram | None:
+    def histogram(self, family: str, /, **labels: str) -> Histogram | None:
         a = self.after.histogram(family, **labels)
         if a is None:
             return None
         b = self.before.histogram(family, **labels)
         return a - b if b is not None else a
 
-    def counter(self, name: str, **labels: str) -> float | None:
+    def counter(self, name: str, /, **labels: str) -> float | None:
         a, b = self.after.value(name, **labels), self.before.value(name, **labels)
         if a is None:
             return None
@@ -271,14 +274,17 @@ def summarize(d: Delta, ip_family: str | None = "IPv4") -> list[dict]:
             row(C.DP_WRITE, f"{op}_mean", h.mean, src)
             for q in (0.5, 0.9, 0.99):
                 row(C.DP_WRITE, f"{op}_p{round(q * 100)}", h.quantile(q), src, estimate=True)
-    rss = d.after.value(RSS)
+    # The Cilium agent prefixes Go's process collector with its namespace (cilium_process_...): the whole agent.
+    rss_name = RSS if d.after.value(RSS) is not None else CILIUM_PREFIX + RSS
+    rss = d.after.value(rss_name)
     if rss is not None:
-        row(C.PROXY, "rss", rss, RSS)
-    cpu = d.counter(CPU)
+        row(C.PROXY, "rss", rss, rss_name)
+    cpu_name = CPU if d.after.value(CPU) is not None else CILIUM_PREFIX + CPU
+    cpu = d.counter(cpu_name)
     if cpu is not None:
-        row(C.PROXY, "cpu_seconds", cpu, CPU)
+        row(C.PROXY, "cpu_seconds", cpu, cpu_name)
         if d.seconds > 0:
-            row(C.PROXY, "cpu_cores", cpu / d.seconds, CPU)
+            row(C.PROXY, "cpu_cores", cpu / d.seconds, cpu_name)
     children = d.counter(CHILD_CPU + "_total")
     if children is not None:
         row(C.PROXY, "children_cpu_seconds", children, CHILD_CPU)
