@@ -40,6 +40,8 @@ def _fmt(v, unit: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if unit == "s":
+        if v < 0.001:  # Cilium's per-Service map writes are tens of microseconds
+            return f"{v * 1e6:.0f} µs"
         return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
     if unit == "ms":
         return f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
@@ -115,9 +117,11 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             txt += f"; {sl:.1f} ns per rule ahead in KUBE-SERVICES (at {sc:,}" + (f", r² {r2:.2f})" if r2 is not None else ")")
         return txt
 
+    writes = tables.pick(df, C.DP_WRITE, "update_mean", phase=C.CREATE)
+
     def sync(m):
         parts = []
-        for t, what in ((full, "full"), (part, "partial")):
+        for t, what in ((full, "full"), (part, "partial"), (writes, "no sync: one Service's BPF map write")):
             if not t.empty and m in t.columns:
                 s = t[m].dropna()
                 if len(s):
