@@ -139,12 +139,15 @@ CILIUM_IMAGE_NAMES = ("quay.io/cilium/cilium", "quay.io/cilium/operator-generic"
 
 
 def cilium_images() -> list[ImageRef]:
+    """quay.io's agent and operator with ``PROXYSUITE_CILIUM_SOURCE=repo``. By default the suite builds both itself
+    from Go modules and Debian packages (``proxysuite kind build-cilium``, docs/cilium.md): nothing to pull. No
+    Envoy either way: the suite's values turn the L7 proxy off."""
+    if (os.environ.get("PROXYSUITE_CILIUM_SOURCE") or "offline") != "repo":
+        return []
     v = cilium_version()
     return [
         ImageRef(f"quay.io/cilium/cilium:v{v}", "Cilium agent (kube-proxy replacement)"),
         ImageRef(f"quay.io/cilium/operator-generic:v{v}", "Cilium operator"),
-        ImageRef("quay.io/cilium/cilium-envoy", f"Cilium's Envoy DaemonSet; its tag is pinned by chart {v}, list it with: "
-                 f"helm template cilium cilium --repo {CILIUM_CHART_REPO} --version {v} | grep image:", pullable=False),
     ]
 
 

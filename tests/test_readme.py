@@ -208,8 +208,6 @@ NOT_HERE = {
     ("kind-offline.md", "proxysuite/kind-node"): "the name of the node image the build tags, not a path",
     ("kind-offline.md", "proxysuite/cilium"): "the name of the agent image build-cilium tags, not a path",
     ("kind-offline.md", "proxysuite/cilium-operator-generic"): "the name of the operator image build-cilium tags",
-    ("cilium.md", "proxysuite/cilium"): "the name of the agent image build-cilium tags, not a path",
-    ("cilium.md", "proxysuite/cilium-operator-generic"): "the name of the operator image build-cilium tags",
 }
 
 
