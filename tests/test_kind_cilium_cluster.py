@@ -50,8 +50,5 @@ def test_cilium_runs_as_kube_proxy_replacement_and_leaves_nothing_attached(monke
     finally:
         kind.down(cfg, print)
     changes = before.changes(hostcheck.HostSnapshot.take())
-    for line in changes:  # put a changed kernel setting back before failing
-        if line.startswith("sysctl "):
-            key = line.split()[1].rstrip(":")
-            subprocess.run(["sysctl", "-q", "-w", f"{key}={before.sysctls[key]}"], capture_output=True)
+    hostcheck.put_back_sysctls(before, changes)  # before failing
     assert changes == []

@@ -42,9 +42,6 @@ def test_cluster_from_the_offline_image_is_ready_and_leaves_the_machine_as_it_wa
     finally:
         kind.down(cfg, print)
     changes = before.changes(hostcheck.HostSnapshot.take())
-    for line in changes:  # put a changed kernel setting back before failing
-        if line.startswith("sysctl "):
-            key = line.split()[1].rstrip(":")
-            subprocess.run(["sysctl", "-q", "-w", f"{key}={before.sysctls[key]}"], capture_output=True)
+    hostcheck.put_back_sysctls(before, changes)  # before failing
     assert changes == []
     assert not engine.engine_containers(eng.docker_host) or all(not n.startswith(cfg.name) for n in engine.engine_containers(eng.docker_host))

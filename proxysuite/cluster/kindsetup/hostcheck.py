@@ -71,6 +71,16 @@ class HostSnapshot:
         return out
 
 
+def put_back_sysctls(before: HostSnapshot, changes: list[str]) -> None:
+    """Write back every kernel setting :meth:`HostSnapshot.changes` reports changed, so a failing test leaves the
+    machine as it found it."""
+    for line in changes:
+        if line.startswith("sysctl "):
+            key = line.split()[1].rstrip(":")
+            if key in before.sysctls:
+                subprocess.run(["sysctl", "-q", "-w", f"{key}={before.sysctls[key]}"], capture_output=True)
+
+
 def bpf_state() -> str:
     """One line per BPF program and link in the kernel (ids are never reused, so a leftover shows as a new line),
     per tc/XDP/flow-dissector attachment in the root network namespace, and per bpf or cgroup2 mount of the
