@@ -127,7 +127,8 @@ def test_cluster_requires_what_every_provider_offers():
 def test_every_kube_proxy_mode_has_its_datapath_record():
     for mode in MODES.values():
         dp = mode.datapath
-        assert (dp.metrics_port, dp.healthz_port) == (10249, 10256)
+        # Cilium's agent serves its metrics on its own Prometheus port; its kube-proxy-style healthz on kube-proxy's.
+        assert (dp.metrics_port, dp.healthz_port) == ((9962, 10256) if mode.name == "cilium" else (10249, 10256)), mode.name
         if mode.family == "kube-proxy":
             assert dp.dump and "kubeproxy_sync_proxy_rules_duration_seconds" in dp.sync_metrics, mode.name
     assert get_mode("iptables").datapath.flush[:2] == ("sh", "-c")
