@@ -86,8 +86,11 @@ def comparison_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     nplm = tables.pick(df, C.NPL_METRIC, "mean", phase=C.NPL)
     nplc = tables.pick(df, C.NPL_METRIC, "count", phase=C.NPL)
     rss = tables.pick(df, C.PROXY, "rss", phase=C.RESTART)
-    if rss.empty:
-        rss = tables.pick(df, C.PROXY, "rss", phase=C.NPL)
+    npl_rss = tables.pick(df, C.PROXY, "rss", phase=C.NPL)
+    # A mode whose restart is not timed (Cilium) still has its RSS from the npl phase.
+    missing = [m for m in npl_rss.columns if m not in rss.columns]
+    if missing:
+        rss = pd.concat([rss, npl_rss[missing]], axis=1) if not rss.empty else npl_rss
     cpu = tables.pick(df, C.PROXY, "cpu_seconds", phase=C.NPL)
     cpu_full = tables.pick(df, C.PROXY, "cpu_seconds", phase=C.RESTART)
     kids = tables.pick(df, C.PROXY, "children_cpu_seconds", phase=C.NPL)
