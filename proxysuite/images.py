@@ -27,6 +27,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from .errors import SuiteError
 from .modes import MODES
 
 KIND_VERSION = "v0.33.0"
@@ -106,7 +107,6 @@ def k8s_minor(version: str) -> str:
     """``v1.37.2`` → ``1.37``."""
     m = re.match(r"v?(\d+)\.(\d+)", version.strip())
     if not m:
-        from .errors import SuiteError
 
         raise SuiteError(f"cannot read a Kubernetes version from {version!r}", "use --k8s-version vMAJOR.MINOR.PATCH, e.g. v1.37.0")
     return f"{m.group(1)}.{m.group(2)}"
@@ -138,11 +138,25 @@ def kind_node_image(k8s_version: str) -> str:
 CILIUM_IMAGE_NAMES = ("quay.io/cilium/cilium", "quay.io/cilium/operator-generic")
 
 
+CILIUM_SOURCE_ENV = "PROXYSUITE_CILIUM_SOURCE"
+CILIUM_SOURCES = ("offline", "repo")
+
+
+def cilium_source() -> str:
+    """``PROXYSUITE_CILIUM_SOURCE``: ``offline`` (default: agent, operator, chart and Helm built from the pinned Go
+    modules, no registry needed) or ``repo`` (helm.cilium.io's chart and quay.io's images, for machines that reach them)."""
+    choice = os.environ.get(CILIUM_SOURCE_ENV) or "offline"
+    if choice not in CILIUM_SOURCES:
+        raise SuiteError(f"{CILIUM_SOURCE_ENV}={choice} is not a Cilium source",
+                         f"set {CILIUM_SOURCE_ENV} to one of {', '.join(CILIUM_SOURCES)} or unset it")
+    return choice
+
+
 def cilium_images() -> list[ImageRef]:
     """quay.io's agent and operator with ``PROXYSUITE_CILIUM_SOURCE=repo``. By default the suite builds both itself
     from Go modules and Debian packages (``proxysuite kind build-cilium``, docs/cilium.md): nothing to pull. No
     Envoy either way: the suite's values turn the L7 proxy off."""
-    if (os.environ.get("PROXYSUITE_CILIUM_SOURCE") or "offline") != "repo":
+    if cilium_source() != "repo":
         return []
     v = cilium_version()
     return [

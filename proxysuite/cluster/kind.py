@@ -281,17 +281,8 @@ def manifest_daemonsets(path: str) -> list[tuple[str, str, dict]]:
     return out
 
 
-CILIUM_SOURCE_ENV = "PROXYSUITE_CILIUM_SOURCE"
-CILIUM_SOURCES = ("offline", "repo")
-
-
-def cilium_source() -> str:
-    """``PROXYSUITE_CILIUM_SOURCE``: ``offline`` (default: agent, operator, chart and Helm built from the pinned Go
-    modules, no registry needed) or ``repo`` (helm.cilium.io's chart and quay.io's images, for machines that reach them)."""
-    choice = os.environ.get(CILIUM_SOURCE_ENV) or "offline"
-    if choice not in CILIUM_SOURCES:
-        raise SuiteError(f"{CILIUM_SOURCE_ENV}={choice} is not a Cilium source", f"set {CILIUM_SOURCE_ENV} to one of {', '.join(CILIUM_SOURCES)} or unset it")
-    return choice
+CILIUM_SOURCE_ENV = images.CILIUM_SOURCE_ENV
+cilium_source = images.cilium_source
 
 
 def cilium_helm_argv(config: SuiteConfig, kubeconfig: str, progress: Progress) -> list[str]:
