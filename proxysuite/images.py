@@ -107,7 +107,6 @@ def k8s_minor(version: str) -> str:
     """``v1.37.2`` → ``1.37``."""
     m = re.match(r"v?(\d+)\.(\d+)", version.strip())
     if not m:
-
         raise SuiteError(f"cannot read a Kubernetes version from {version!r}", "use --k8s-version vMAJOR.MINOR.PATCH, e.g. v1.37.0")
     return f"{m.group(1)}.{m.group(2)}"
 
