@@ -58,8 +58,13 @@ class HostSnapshot:
         return cls(sysctls=sysctls(), addresses=_cmd("ip", "-br", "addr"), routes=_cmd("ip", "route", "show", "table", "all"),
                    links=_cmd("ip", "-br", "link"), firewall=fw + _cmd("nft", "list", "ruleset"), bpf=bpf_state())
 
-    def changes(self, after: "HostSnapshot") -> list[str]:
-        """What differs, one line each (empty when the machine is as it was)."""
+    def changes(self, after: "HostSnapshot", *, inside: tuple[str, ...] = ()) -> list[str]:
+        """What differs, one line each (empty when the machine is as it was).
+
+        ``inside`` names running containers (ids) whose own BPF programs are not a change of the machine: a kind
+        node's systemd attaches ``sd_fw_*`` programs to its journald cgroup (``IPAddressDeny=``), and they go
+        with the container. A program counts as the container's only when every cgroup it is attached to lies
+        under that container's cgroup; anything else it loads (tc, XDP, a cgroup outside) is still reported."""
         out = [f"sysctl {k}: {self.sysctls.get(k)!r} -> {after.sysctls.get(k)!r}"
                for k in sorted(set(self.sysctls) | set(after.sysctls)) if self.sysctls.get(k) != after.sysctls.get(k)]
         for name in ("addresses", "routes", "links", "firewall"):
@@ -67,7 +72,7 @@ class HostSnapshot:
                 out.append(f"root namespace {name} changed")
         if self.bpf != after.bpf:
             gone, new = set(self.bpf.splitlines()), set(after.bpf.splitlines())
-            out += [f"bpf: + {line}" for line in sorted(new - gone)] + [f"bpf: - {line}" for line in sorted(gone - new)]
+            out += [f"bpf: + {line}" for line in sorted(new - gone) if not _in_containers(line, inside)] + [f"bpf: - {line}" for line in sorted(gone - new)]
         return out
 
 
@@ -81,6 +86,11 @@ def put_back_sysctls(before: HostSnapshot, changes: list[str]) -> None:
                 subprocess.run(["sysctl", "-q", "-w", f"{key}={before.sysctls[key]}"], capture_output=True)
 
 
+def _in_containers(line: str, ids: tuple[str, ...]) -> bool:
+    paths = line.split(" @")[1:]
+    return bool(ids and paths) and all(any(f"/{cid}/" in f"{p}/" for cid in ids) for p in paths)
+
+
 def bpf_state() -> str:
     """One line per BPF program and link in the kernel (ids are never reused, so a leftover shows as a new line),
     per tc/XDP/flow-dissector attachment in the root network namespace, and per bpf or cgroup2 mount of the
@@ -88,14 +98,23 @@ def bpf_state() -> str:
     import json
     import shutil
 
+    def listing(*argv: str) -> list:
+        try:
+            items = json.loads(_cmd("bpftool", "-j", *argv) or "[]")
+        except ValueError:
+            items = []
+        return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
     lines = []
     if shutil.which("bpftool"):
+        attached: dict[int, list[str]] = {}
+        for group in listing("cgroup", "tree"):
+            for prog in group.get("programs", []):
+                attached.setdefault(prog.get("id"), []).append(str(group.get("cgroup", "")).replace(" ", "_"))
         for kind in ("prog", "link"):
-            try:
-                items = json.loads(_cmd("bpftool", "-j", kind, "show") or "[]")
-            except ValueError:
-                items = []
-            lines += [f"{kind} {i.get('id')} {i.get('type')} {i.get('name', '')}".rstrip() for i in items if isinstance(i, dict)]
+            for i in listing(kind, "show"):
+                where = "".join(f" @{p}" for p in sorted(attached.get(i.get("id"), []))) if kind == "prog" else ""
+                lines.append(f"{kind} {i.get('id')} {i.get('type')} {i.get('name', '')}".rstrip() + where)
         lines += [f"net {ln.strip()}" for ln in _cmd("bpftool", "net", "show").splitlines() if ln.strip()]
     else:
         lines.append("<bpftool missing: BPF programs not checked>")
