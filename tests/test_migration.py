@@ -54,6 +54,18 @@ def test_kube_firewall_is_the_only_declared_leftover_and_anything_else_is_stale(
     assert rules.stale_after(audit, "nftables")
 
 
+def test_kubelets_own_chains_on_a_shared_node_namespace_are_not_kube_proxys_leftovers():
+    # What kind's nodes showed after iptables -> nftables: kubelet's hint and canary chains, in both families.
+    kubelet = IPTABLES_AFTER_CLEANUP.replace(":PREROUTING ACCEPT [0:0]", ":PREROUTING ACCEPT [0:0]\n:KUBE-IPTABLES-HINT - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]")
+    kubelet = kubelet.replace(":KUBE-FIREWALL - [0:0]", ":KUBE-FIREWALL - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]")
+    audit = rules.RuleAudit("n1", iptables={"ip6tables-nft": rules.parse_iptables_save("ip6tables-nft", kubelet)})
+    assert rules.stale_after(audit, "nftables") == []
+    assert {"mangle/KUBE-IPTABLES-HINT", "filter/KUBE-KUBELET-CANARY"} <= set(audit.known_leftovers()["ip6tables-nft"])
+    # kube-proxy's own canary in the same place is still stale
+    audit.iptables["ip6tables-nft"] = rules.parse_iptables_save("ip6tables-nft", kubelet.replace("KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n*filter", "KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n*filter"))
+    assert rules.stale_after(audit, "nftables") == ["ip6tables-nft: 1 stale: mangle/KUBE-PROXY-CANARY"]
+
+
 def test_nftables_tables_of_kube_proxy_are_stale_after_switching_to_iptables():
     tables = rules.parse_nft_tables("table ip nat\ntable ip filter\ntable ip kube-proxy\ntable ip6 kube-proxy\n")
     audit = rules.RuleAudit("n1", nft_tables=tables)

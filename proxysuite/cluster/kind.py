@@ -665,7 +665,8 @@ class KindCluster(KubectlCluster):
         """The kubeadm runbook: set ``mode`` in the kube-proxy ConfigMap, ``kubectl rollout restart daemonset kube-proxy``.
 
         The DaemonSet's rolling update replaces one node's pod at a time (maxUnavailable 1); each node's step ends when
-        its new pod reports ``to_mode`` on /proxyMode and a sync. Not yet run on this machine's kind (docs/migration.md).
+        its new pod reports ``to_mode`` on /proxyMode and a sync. Returns one switch per node running kube-proxy,
+        workers first, then the control plane.
         """
         import time
 
@@ -681,7 +682,9 @@ class KindCluster(KubectlCluster):
         conf["mode"] = to_mode
         self.kubectl.run("patch", "configmap", "-n", "kube-system", "kube-proxy", "--type", "merge",
                          "-p", json.dumps({"data": {"config.conf": yaml.safe_dump(conf, sort_keys=False)}}))
-        old = {n.name: self._proxy_pod(n.name)[1] for n in self.nodes()}
+        # Every node the DaemonSet runs on, the control plane too: its proxy switches as well and is audited.
+        old = {n: self._proxy_pod(n)[1] for n in [*(w.name for w in self.nodes()), f"{self.config.name}-control-plane"]}
+        old = {n: pod for n, pod in old.items() if pod}
         progress(f"kube-proxy ConfigMap: mode {from_mode} -> {to_mode}; kubectl rollout restart daemonset kube-proxy")
         begun = time.time()
         self.kubectl.run("rollout", "restart", "daemonset", "-n", "kube-system", "kube-proxy")
@@ -783,6 +786,18 @@ class KindCluster(KubectlCluster):
     # --- nodes and the proxy -------------------------------------------------------------------------
     def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
         return run_tool(["docker", "exec", node, *argv], timeout=timeout).stdout
+
+    def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
+        if node in {n.name for n in self.nodes()}:
+            return super().proxy_http(node, port, path, host)
+        # The control plane runs no host pod of the suite (it is tainted); its container is the node's own
+        # network namespace, where kube-proxy listens, so curl there sees what a host pod would.
+        try:
+            out = self.node_exec(node, ["curl", "-sS", "-m", "5", "-w", "\n%{http_code}", f"http://{host}:{port}{path}"], timeout=15)
+        except ToolError as exc:
+            raise ProbeError(f"GET {host}:{port}{path} on {node} failed: {exc}") from None
+        body, _, status = out.rpartition("\n")
+        return int(status), body
 
     def _proxy_selector(self) -> tuple[str, str]:
         """(namespace, label selector) of the proxy's pods."""

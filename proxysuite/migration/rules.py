@@ -21,8 +21,18 @@ IPTABLES_DUMPS = (
 )
 """(backend label, dump command). Every one is read: kube-proxy picks one backend per family, a stale rule may sit in any."""
 
-KNOWN_LEFTOVERS = frozenset({("filter", "KUBE-FIREWALL")})
-"""KUBE-* chains kube-proxy v1.37.2 leaves behind on purpose when it leaves iptables mode: its copy of kubelet's
+KUBELET_CHAINS = frozenset({("mangle", "KUBE-IPTABLES-HINT"), ("mangle", "KUBE-KUBELET-CANARY"),
+                            ("nat", "KUBE-KUBELET-CANARY"), ("filter", "KUBE-KUBELET-CANARY")})
+"""KUBE-* chains that are kubelet's, not kube-proxy's: where kubelet shares the node's network namespace with
+kube-proxy (kind, kubeadm nodes), pkg/kubelet/kubelet_network_linux.go v1.37.2 creates ``KUBE-IPTABLES-HINT`` in
+mangle (the hint for which iptables backend the node uses) and monitors ``KUBE-KUBELET-CANARY`` in mangle, nat
+and filter, in both families, whatever the proxy mode. Measured on kind: the only KUBE-* chains left after
+iptables -> nftables besides ``KUBE-FIREWALL``; they are empty. (The local provider's kubelet does not touch
+the node namespace's iptables, so they never appear there.)"""
+
+KNOWN_LEFTOVERS = frozenset({("filter", "KUBE-FIREWALL")}) | KUBELET_CHAINS
+"""KUBE-* chains that remain when kube-proxy leaves iptables mode, on purpose: kubelet's own (above), and
+kube-proxy v1.37.2's copy of kubelet's
 anti-martian chain. pkg/proxy/iptables/proxier.go creates ``KUBE-FIREWALL`` (``iptablesKubeletJumpChains``, jumped
 to from INPUT and OUTPUT, one DROP rule "block incoming localnet connections") and says "we create these on startup
 but do not delete them in CleanupLeftovers": on a real node kubelet owns the same chain. Measured here: after
