@@ -59,6 +59,9 @@ class Seen:
     api_s: float
     """How long the API call itself took."""
     probes: int
+    evidence: str = ""
+    """What showed the new state: ``ok``, or for a removal the outcomes of the confirming run (``refused``,
+    ``reset``, ``unreachable``, ``timeout``)."""
 
 
 GONE = (REFUSED, UNREACHABLE, RESET)
@@ -66,25 +69,37 @@ GONE = (REFUSED, UNREACHABLE, RESET)
 TIMEOUT_RUN = 20
 """Consecutive 5 ms timeouts that count as "gone" (a proxy that DROPs): one timeout alone is a busy CPU, not a
 removed endpoint. Under endpoint churn a single SYN-ACK often takes > 5 ms, which used to read as the change."""
+GONE_CONFIRM = 5
+"""Consecutive probes without an answer, the first a refusal, that count as "gone". Under endpoint churn at
+1,000 Services the iptables mode showed single refusals while the endpoint was still programmed: the next
+"ready" flip was then "seen" 2 ms after its write, impossible under a 10 s minSyncPeriod. A removal is a state
+the datapath stays in; a probe that answers resets the run."""
 
 
 class _Judge:
-    """Whether a probe shows ``want_ok``; for "gone", a refusal at once or a run of timeouts (stamped at its first)."""
+    """Whether a probe shows ``want_ok``; for "gone", a run of probes that get no answer, starting with a refusal
+    (``GONE_CONFIRM`` long) or made only of timeouts (``TIMEOUT_RUN`` long), stamped at its first probe."""
 
     def __init__(self, want_ok: bool):
         self.want_ok, self.run_start, self.run = want_ok, None, 0
+        self.outcomes: list[str] = []
+
+    @property
+    def evidence(self) -> str:
+        return "ok" if self.want_ok else ",".join(sorted(set(self.outcomes)))
 
     def __call__(self, o) -> float | None:
         if self.want_ok:
             return o.started if o.outcome == OK else None
-        if o.outcome in GONE:
-            return o.started
-        if o.outcome == TIMEOUT:
-            self.run_start = self.run_start if self.run else o.started
-            self.run += 1
-            return self.run_start if self.run >= TIMEOUT_RUN else None
-        self.run = 0
-        return None
+        if o.outcome not in GONE and o.outcome != TIMEOUT:
+            self.run, self.outcomes = 0, []
+            return None
+        if not self.run:
+            self.run_start = o.started
+        self.run += 1
+        self.outcomes.append(o.outcome)
+        refused_first = self.outcomes[0] in GONE
+        return self.run_start if self.run >= (GONE_CONFIRM if refused_first else TIMEOUT_RUN) else None
 
 
 def wait_for_state(vantage, host: str, port: int, want_ok: bool, t_write: float, deadline_s: float = NPL_DEADLINE_S,
@@ -133,6 +148,7 @@ class Poller:
         self.vantage, self.host, self.port, self.want_ok = vantage, host, port, want_ok
         self.t_write: float | None = None
         self.found: tuple[float, float, int] | None = None
+        self.evidence = ""
         self.error: BaseException | None = None
         self.deadline_s = deadline_s
         self._thread = threading.Thread(target=self._run, name=f"poll-{host}", daemon=True)
@@ -154,6 +170,7 @@ class Poller:
                     seen = judge(o) if t_write is not None and o.started >= t_write else None
                     if seen is not None:
                         self.found = (seen, seen - max(prev_start or t_write, t_write), probes)
+                        self.evidence = judge.evidence
                         return
                     if judge.run == 0:
                         prev_start = o.started
@@ -185,7 +202,7 @@ def flip_latency(fleet, svc, vantage, ready: bool) -> dict[str, Seen]:
     out = {}
     for f, p in pollers.items():
         seen, res, n = p.wait()
-        out[f] = Seen(seen - written.get(f, t0), res, api, n)
+        out[f] = Seen(seen - written.get(f, t0), res, api, n, p.evidence)
     return out
 
 
@@ -227,7 +244,8 @@ def programming_latency(fleet, svc, vantage, changes: int = 20, gap_s: float = 1
         ready = not ready
         for family, s in flip_latency(fleet, svc, vantage, ready).items():
             rows.append(dict(change="endpoint_ready" if ready else "endpoint_not_ready", latency_s=s.latency_s,
-                             resolution_s=s.resolution_s, api_s=s.api_s, probes=s.probes, ip_family=family))
+                             resolution_s=s.resolution_s, api_s=s.api_s, probes=s.probes, ip_family=family,
+                             evidence=s.evidence))
         if progress and (i + 1) % 5 == 0:
             per = {f: [r["latency_s"] for r in rows if r["ip_family"] == f] for f in families}
             progress(f"npl: {i + 1}/{changes} changes, " + "; ".join(

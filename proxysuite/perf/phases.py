@@ -226,13 +226,14 @@ class ProgrammingLatency:
             svc, seen = latency.create_latency(fleet, len(fleet.services), ctx.client)
             fleet.services.append(svc)
             creates += [dict(change="service_create", latency_s=s.latency_s, resolution_s=s.resolution_s,
-                             api_s=s.api_s, probes=s.probes, ip_family=family) for family, s in seen.items()]
+                             api_s=s.api_s, probes=s.probes, ip_family=family, evidence=s.evidence) for family, s in seen.items()]
         time.sleep(1.5)  # let kube-proxy observe the last change into its histogram
         m3 = ctx.scrape()
         families = fleet.families
         for i, r in enumerate(flips + creates):
             ctx.rec.record_sample(C.NPL_DP, r["latency_s"] * 1000, i, scale=ctx.scale, phase=ctx.phase, target=r["change"],
-                                  resolution_ms=r["resolution_s"] * 1000, api_ms=r["api_s"] * 1000, ip_family=r["ip_family"])
+                                  resolution_ms=r["resolution_s"] * 1000, api_ms=r["api_s"] * 1000, ip_family=r["ip_family"],
+                                  evidence=r["evidence"])
         said = []
         for family in families:
             # Each family's figures from its own probes (a dual-stack change is one slice write per family).
@@ -406,7 +407,7 @@ class MinSyncSweep:
         lat = np.array([r["latency_s"] for r in flips]) * 1000
         for i, v in enumerate(lat):
             ctx.rec.record_sample(C.MIN_SYNC, v, i, scale=ctx.scale, phase=ctx.phase,
-                                  resolution_ms=flips[i]["resolution_s"] * 1000, **tag)
+                                  resolution_ms=flips[i]["resolution_s"] * 1000, evidence=flips[i]["evidence"], **tag)
         for q in (50, 90):
             ctx.add(C.MIN_SYNC, f"p{q}", float(np.percentile(lat, q)), source="datapath", **tag)
         ctx.add(C.MIN_SYNC, "max", float(lat.max()), source="datapath", **tag)
