@@ -2,19 +2,19 @@
 
 Under endpoint churn a single connect can miss its 5 ms timeout on a busy 2-vCPU machine; that used to be
 read as "the endpoints are gone" (the minSyncPeriod sweep showed 1 ms "latencies" at minSyncPeriod 10 s).
-A removal now needs a run of unanswered probes: starting with a refusal (kube-proxy REJECTs a Service without
-endpoints) and GONE_CONFIRM long, or made of timeouts and TIMEOUT_RUN long. A lone refusal between answers is
-not a removal either: iptables mode under churn showed them while the endpoint was still programmed.
+A removal now needs a run of unanswered probes that holds: GONE_CONFIRM probes from a refusal (kube-proxy
+REJECTs a Service without endpoints), or timeouts only for TIMEOUT_HOLD_S. Under churn with minSyncPeriod 5-10 s
+iptables mode showed 100+ ms runs of timeouts that ended in answers while the endpoint was still programmed.
 """
 
 from types import SimpleNamespace
 
-from proxysuite.perf.latency import GONE_CONFIRM, TIMEOUT_RUN, _Judge
+from proxysuite.perf.latency import GONE_CONFIRM, TIMEOUT_HOLD_S, TIMEOUT_RUN, _Judge
 from proxysuite.probes.engine import OK, REFUSED, TIMEOUT
 
 
-def probes(*outcomes):
-    return [SimpleNamespace(outcome=o, started=float(i)) for i, o in enumerate(outcomes)]
+def probes(*outcomes, every: float = 1.0):
+    return [SimpleNamespace(outcome=o, started=i * every) for i, o in enumerate(outcomes)]
 
 
 def first(judge, obs):
@@ -35,10 +35,25 @@ def test_a_lone_refusal_between_answers_is_not_a_removal():
     assert judge.evidence == "refused,timeout"
 
 
-def test_a_run_of_timeouts_counts_from_its_first_probe():
+def test_a_run_of_timeouts_that_holds_counts_from_its_first_probe():
     obs = probes(OK, TIMEOUT, OK, *[TIMEOUT] * TIMEOUT_RUN)
     assert first(_Judge(False), obs) == 3.0
     assert first(_Judge(False), probes(OK, *[TIMEOUT] * (TIMEOUT_RUN - 1), OK)) is None
+
+
+def test_a_stall_of_timeouts_that_ends_in_an_answer_is_not_a_removal():
+    # 5 ms apart: 40 timeouts are 0.2 s, a stall, not yet TIMEOUT_HOLD_S of silence
+    stall = probes(OK, *[TIMEOUT] * (2 * TIMEOUT_RUN), OK, every=0.005)
+    assert first(_Judge(False), stall) is None
+    n = int(TIMEOUT_HOLD_S / 0.005) + 1
+    judge = _Judge(False)
+    assert first(judge, probes(OK, *[TIMEOUT] * n, every=0.005)) == 0.005
+    assert judge.evidence == "timeout"
+
+
+def test_timeouts_then_a_refusal_count_from_the_refusal():
+    judge = _Judge(False)
+    assert first(judge, probes(OK, TIMEOUT, TIMEOUT, *[REFUSED] * GONE_CONFIRM)) == 3.0
 
 
 def test_ready_needs_an_answer():

@@ -67,22 +67,27 @@ class Seen:
 GONE = (REFUSED, UNREACHABLE, RESET)
 """Positive evidence that a Service lost its endpoints: kube-proxy REJECTs (RST / ICMP) a Service with none."""
 TIMEOUT_RUN = 20
-"""Consecutive 5 ms timeouts that count as "gone" (a proxy that DROPs): one timeout alone is a busy CPU, not a
-removed endpoint. Under endpoint churn a single SYN-ACK often takes > 5 ms, which used to read as the change."""
+"""Consecutive 5 ms timeouts, at least, that count as "gone" for a proxy that DROPs (see TIMEOUT_HOLD_S)."""
+TIMEOUT_HOLD_S = 1.0
+"""...and how long such a run must last. Under endpoint churn at 1,000 Services with minSyncPeriod 5-10 s, the
+iptables mode showed runs of 20+ timeouts (100+ ms without a SYN-ACK inside 5 ms) while the endpoint was still
+programmed: the next "ready" flip was then "seen" 2 ms after its write, impossible under that period. Timeouts
+that end in an answer are a stall, not a removal."""
 GONE_CONFIRM = 5
-"""Consecutive probes without an answer, the first a refusal, that count as "gone". Under endpoint churn at
-1,000 Services the iptables mode showed single refusals while the endpoint was still programmed: the next
-"ready" flip was then "seen" 2 ms after its write, impossible under a 10 s minSyncPeriod. A removal is a state
-the datapath stays in; a probe that answers resets the run."""
+"""Probes without an answer, from the first refusal (kube-proxy REJECTs a Service without endpoints), that
+count as "gone": a removal is a state the datapath stays in, so a probe that answers resets the run."""
 
 
 class _Judge:
-    """Whether a probe shows ``want_ok``; for "gone", a run of probes that get no answer, starting with a refusal
-    (``GONE_CONFIRM`` long) or made only of timeouts (``TIMEOUT_RUN`` long), stamped at its first probe."""
+    """Whether a probe shows ``want_ok``. For "gone": a run of unanswered probes that holds either
+    ``GONE_CONFIRM`` probes from its first refusal (stamped at that refusal) or, timeouts only,
+    ``TIMEOUT_RUN`` probes over ``TIMEOUT_HOLD_S`` (stamped at the run's first probe). An answer resets it."""
 
     def __init__(self, want_ok: bool):
         self.want_ok, self.run_start, self.run = want_ok, None, 0
         self.outcomes: list[str] = []
+        self.refused_at: float | None = None
+        self.since_refused = 0
 
     @property
     def evidence(self) -> str:
@@ -92,14 +97,19 @@ class _Judge:
         if self.want_ok:
             return o.started if o.outcome == OK else None
         if o.outcome not in GONE and o.outcome != TIMEOUT:
-            self.run, self.outcomes = 0, []
+            self.run, self.outcomes, self.refused_at, self.since_refused = 0, [], None, 0
             return None
         if not self.run:
             self.run_start = o.started
         self.run += 1
         self.outcomes.append(o.outcome)
-        refused_first = self.outcomes[0] in GONE
-        return self.run_start if self.run >= (GONE_CONFIRM if refused_first else TIMEOUT_RUN) else None
+        if self.refused_at is None and o.outcome in GONE:
+            self.refused_at = o.started
+        if self.refused_at is not None:
+            self.since_refused += 1
+            return self.refused_at if self.since_refused >= GONE_CONFIRM else None
+        held = o.started - self.run_start
+        return self.run_start if self.run >= TIMEOUT_RUN and held >= TIMEOUT_HOLD_S else None
 
 
 def wait_for_state(vantage, host: str, port: int, want_ok: bool, t_write: float, deadline_s: float = NPL_DEADLINE_S,
