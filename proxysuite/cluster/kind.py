@@ -719,7 +719,9 @@ class KindCluster(KubectlCluster):
         if record is not None:
             record["mode"] = to_mode
             _record_path(self.config).write_text(json.dumps(record, indent=2))
-        self.config = self.config.with_(mode=to_mode)
+        # The name stays the cluster's: a default name derives from the mode (proxysuite-<mode>), and a cluster
+        # does not change its name by changing its proxy.
+        self.config = self.config.with_(mode=to_mode, cluster_name=self.config.name)
         return [done[n] for n in old]
 
     def external_vantage(self) -> Vantage:
