@@ -155,6 +155,12 @@ def test_migrate(step, migration, cluster, k8s, suite_config, migration_options,
     record["traffic"] = [s.result(until) for s in streams] + [h.result(until) for h in held]
 
     problems = []
+    # Every step switches every node that runs the proxy: as many as the first step did (a step that lost a node
+    # would leave that node's proxy in the old mode, unaudited).
+    first = run["steps"][0]["nodes"]
+    missing = sorted({n["node"] for n in first} - {s.node for s in switches})
+    if missing or not switches:
+        problems.append(f"the switch did not cover every node running the proxy: missing {', '.join(missing) or 'all'}")
     for item in record["traffic"]:
         where = f"{item['kind']} {item['vantage']} -> {item['target']} ({item['address']})"
         if item["kind"] == "probe":
