@@ -77,7 +77,6 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.loadgroup = True
 
 
-@pytest.hookimpl(optionalhook=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize a check whose rows include ``per_family`` ones, once per family of this run's ``--ip-family``."""
     marker = metafunc.definition.get_closest_marker("proxysuite_rows")
@@ -91,6 +90,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("row", rows, ids=[r.id for r in rows])
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: without xdist (-p no:xdist) pluggy must not reject it
 def pytest_configure_node(node) -> None:  # xdist controller hook, runs once per worker
     node.workerinput["proxysuite_loadgroup"] = getattr(node.config.option, "dist", None) == "loadgroup"
 
