@@ -155,7 +155,8 @@ FIRST_PACKET = Metric(
     {"slope_per_rule": "ns/rule"})
 NPL_DP = Metric(
     "npl", "ms", "Network programming latency in the datapath: API write → first probe that sees the change (probes "
-    "≤ 10 ms apart). Samples carry target (endpoint_ready, endpoint_not_ready, service_create), resolution_ms, api_ms; "
+    "≤ 10 ms apart). Samples carry target (endpoint_ready, endpoint_not_ready, service_create), resolution_ms, api_ms, "
+    "evidence (ok, refused, timeout: what showed the change); "
     "p50/p90/p99 are over endpoint flips only.", ("sample", *_PCT, "max_resolution"),
     "samples kept; percentiles of the flips (creates are two writes, the second inside minSyncPeriod)", (NPL,),
     ("npl", TABLE, BASELINE))
@@ -190,7 +191,7 @@ PHASE_SKIPPED = Metric(
 MIN_SYNC = Metric(
     "min_sync", "ms", "minSyncPeriod sweep under endpoint churn, one set of figures per period (the row's "
     "min_sync_period_s; configz_min_sync is what kube-proxy's /configz said it ran with): timed endpoint flips of one "
-    "Service while a background thread flips other Services at --churn-rate; the proxy's CPU (process + "
+    "Service while a background thread flips other Services at --churn-rate (samples carry evidence, as npl's); the proxy's CPU (process + "
     "iptables-restore/nft children) per API change, how many changes each sync carried.",
     ("sample", "p50", "p90", "max", "changes", "syncs", "changes_per_sync", "sync_mean", "cpu_per_change", "cpu_cores"),
     "samples kept; percentiles of the timed flips; counts and CPU as deltas of kube-proxy's metrics over the window",
