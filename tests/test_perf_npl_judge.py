@@ -58,3 +58,11 @@ def test_timeouts_then_a_refusal_count_from_the_refusal():
 
 def test_ready_needs_an_answer():
     assert first(_Judge(True), probes(REFUSED, TIMEOUT, OK)) == 2.0
+
+
+def test_where_the_proxy_rejects_only_a_refusal_is_a_removal_and_timeouts_are_a_stall():
+    judge = _Judge(False, rejects=True)
+    n = int(2 * TIMEOUT_HOLD_S / 0.005)
+    assert first(judge, probes(OK, *[TIMEOUT] * n, OK, every=0.005)) is None
+    assert abs(judge.stall_s - n * 0.005) < 1e-9  # first timeout's start to the last one's end
+    assert first(judge, probes(OK, *[REFUSED] * GONE_CONFIRM, every=0.005)) == 0.005

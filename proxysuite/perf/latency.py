@@ -62,6 +62,8 @@ class Seen:
     evidence: str = ""
     """What showed the new state: ``ok``, or for a removal the outcomes of the confirming run (``refused``,
     ``reset``, ``unreachable``, ``timeout``)."""
+    stall_s: float = 0.0
+    """The longest run of consecutive connect timeouts the poller saw after the write (0: none)."""
 
 
 GONE = (REFUSED, UNREACHABLE, RESET)
@@ -81,19 +83,28 @@ count as "gone": a removal is a state the datapath stays in, so a probe that ans
 class _Judge:
     """Whether a probe shows ``want_ok``. For "gone": a run of unanswered probes that holds either
     ``GONE_CONFIRM`` probes from its first refusal (stamped at that refusal) or, timeouts only,
-    ``TIMEOUT_RUN`` probes over ``TIMEOUT_HOLD_S`` (stamped at the run's first probe). An answer resets it."""
+    ``TIMEOUT_RUN`` probes over ``TIMEOUT_HOLD_S`` (stamped at the run's first probe). An answer resets it.
 
-    def __init__(self, want_ok: bool):
-        self.want_ok, self.run_start, self.run = want_ok, None, 0
+    ``rejects``: the proxy is known to REJECT a Service without endpoints (kube-proxy), so only a refusal shows a
+    removal and timeouts never do; they are a stall, measured as :attr:`stall_s`."""
+
+    def __init__(self, want_ok: bool, rejects: bool = False):
+        self.want_ok, self.rejects, self.run_start, self.run = want_ok, rejects, None, 0
         self.outcomes: list[str] = []
         self.refused_at: float | None = None
         self.since_refused = 0
+        self.stall_s, self._timeouts_since = 0.0, None
 
     @property
     def evidence(self) -> str:
         return "ok" if self.want_ok else ",".join(sorted(set(self.outcomes)))
 
     def __call__(self, o) -> float | None:
+        if o.outcome == TIMEOUT:
+            self._timeouts_since = o.started if self._timeouts_since is None else self._timeouts_since
+            self.stall_s = max(self.stall_s, o.started + POLL_TIMEOUT_S - self._timeouts_since)
+        else:
+            self._timeouts_since = None
         if self.want_ok:
             return o.started if o.outcome == OK else None
         if o.outcome not in GONE and o.outcome != TIMEOUT:
@@ -109,7 +120,7 @@ class _Judge:
             self.since_refused += 1
             return self.refused_at if self.since_refused >= GONE_CONFIRM else None
         held = o.started - self.run_start
-        return self.run_start if self.run >= TIMEOUT_RUN and held >= TIMEOUT_HOLD_S else None
+        return self.run_start if not self.rejects and self.run >= TIMEOUT_RUN and held >= TIMEOUT_HOLD_S else None
 
 
 def wait_for_state(vantage, host: str, port: int, want_ok: bool, t_write: float, deadline_s: float = NPL_DEADLINE_S,
@@ -154,11 +165,12 @@ class Poller:
     sample's resolution at the probe spacing.
     """
 
-    def __init__(self, vantage, host: str, port: int, want_ok: bool, deadline_s: float = NPL_DEADLINE_S):
-        self.vantage, self.host, self.port, self.want_ok = vantage, host, port, want_ok
+    def __init__(self, vantage, host: str, port: int, want_ok: bool, deadline_s: float = NPL_DEADLINE_S,
+                 rejects: bool = False):
+        self.vantage, self.host, self.port, self.want_ok, self.rejects = vantage, host, port, want_ok, rejects
         self.t_write: float | None = None
         self.found: tuple[float, float, int] | None = None
-        self.evidence = ""
+        self.evidence, self.stall_s = "", 0.0
         self.error: BaseException | None = None
         self.deadline_s = deadline_s
         self._thread = threading.Thread(target=self._run, name=f"poll-{host}", daemon=True)
@@ -166,7 +178,7 @@ class Poller:
 
     def _run(self):
         prev_start, probes, end = None, 0, time.time() + self.deadline_s
-        judge = _Judge(self.want_ok)
+        judge = _Judge(self.want_ok, self.rejects)
         batch = POLL_BATCH // 5
         try:
             while time.time() < end:
@@ -180,7 +192,7 @@ class Poller:
                     seen = judge(o) if t_write is not None and o.started >= t_write else None
                     if seen is not None:
                         self.found = (seen, seen - max(prev_start or t_write, t_write), probes)
-                        self.evidence = judge.evidence
+                        self.evidence, self.stall_s = judge.evidence, judge.stall_s
                         return
                     if judge.run == 0:
                         prev_start = o.started
@@ -196,13 +208,13 @@ class Poller:
         return self.found
 
 
-def flip_latency(fleet, svc, vantage, ready: bool) -> dict[str, Seen]:
+def flip_latency(fleet, svc, vantage, ready: bool, rejects: bool = False) -> dict[str, Seen]:
     """Flip ``svc``'s endpoints to ``ready`` and time, per IP family of the fleet, until the datapath follows.
 
     One poller per family probes that family's cluster IP from before the write; each family's latency runs
     from the start of its own slice write (a dual-stack Service has one EndpointSlice per family)."""
     families = fleet.families
-    pollers = {f: Poller(vantage, svc.ip(f), 80, ready) for f in families}
+    pollers = {f: Poller(vantage, svc.ip(f), 80, ready, rejects=rejects) for f in families}
     time.sleep(0.03)  # let the pollers get going before the write
     t0 = time.time()
     for p in pollers.values():
@@ -212,7 +224,7 @@ def flip_latency(fleet, svc, vantage, ready: bool) -> dict[str, Seen]:
     out = {}
     for f, p in pollers.items():
         seen, res, n = p.wait()
-        out[f] = Seen(seen - written.get(f, t0), res, api, n, p.evidence)
+        out[f] = Seen(seen - written.get(f, t0), res, api, n, p.evidence, p.stall_s)
     return out
 
 
@@ -232,12 +244,14 @@ def create_latency(fleet, index: int, vantage) -> tuple[FleetService, dict[str, 
         p.t_write = t0
     for f, p in pollers.items():
         seen, res, n = p.wait()
-        out[f] = Seen(seen - t0, res, api, n)
+        out[f] = Seen(seen - t0, res, api, n, p.evidence, p.stall_s)
     return svc, out
 
 
-def programming_latency(fleet, svc, vantage, changes: int = 20, gap_s: float = 1.2, progress=None) -> list[dict]:
-    """``changes`` readiness flips of ``svc`` (alternating not-ready / ready), spaced ``gap_s`` apart.
+def programming_latency(fleet, svc, vantage, changes: int = 20, gap_s: float = 1.2, progress=None,
+                        rejects: bool = False) -> list[dict]:
+    """``changes`` readiness flips of ``svc`` (alternating not-ready / ready), spaced ``gap_s`` apart
+    (``rejects``: see :class:`_Judge`).
 
     The gap keeps kube-proxy's ``minSyncPeriod`` (1 s by default) from batching
     two of our changes into one sync, so each sample is one change's latency.
@@ -252,10 +266,10 @@ def programming_latency(fleet, svc, vantage, changes: int = 20, gap_s: float = 1
     for i in range(changes):
         time.sleep(gap_s)
         ready = not ready
-        for family, s in flip_latency(fleet, svc, vantage, ready).items():
+        for family, s in flip_latency(fleet, svc, vantage, ready, rejects).items():
             rows.append(dict(change="endpoint_ready" if ready else "endpoint_not_ready", latency_s=s.latency_s,
                              resolution_s=s.resolution_s, api_s=s.api_s, probes=s.probes, ip_family=family,
-                             evidence=s.evidence))
+                             evidence=s.evidence, stall_ms=s.stall_s * 1000))
         if progress and (i + 1) % 5 == 0:
             per = {f: [r["latency_s"] for r in rows if r["ip_family"] == f] for f in families}
             progress(f"npl: {i + 1}/{changes} changes, " + "; ".join(

@@ -226,14 +226,15 @@ class ProgrammingLatency:
             svc, seen = latency.create_latency(fleet, len(fleet.services), ctx.client)
             fleet.services.append(svc)
             creates += [dict(change="service_create", latency_s=s.latency_s, resolution_s=s.resolution_s,
-                             api_s=s.api_s, probes=s.probes, ip_family=family, evidence=s.evidence) for family, s in seen.items()]
+                             api_s=s.api_s, probes=s.probes, ip_family=family, evidence=s.evidence,
+                             stall_ms=s.stall_s * 1000) for family, s in seen.items()]
         time.sleep(1.5)  # let kube-proxy observe the last change into its histogram
         m3 = ctx.scrape()
         families = fleet.families
         for i, r in enumerate(flips + creates):
             ctx.rec.record_sample(C.NPL_DP, r["latency_s"] * 1000, i, scale=ctx.scale, phase=ctx.phase, target=r["change"],
                                   resolution_ms=r["resolution_s"] * 1000, api_ms=r["api_s"] * 1000, ip_family=r["ip_family"],
-                                  evidence=r["evidence"])
+                                  evidence=r["evidence"], stall_ms=r.get("stall_ms", 0.0))
         said = []
         for family in families:
             # Each family's figures from its own probes (a dual-stack change is one slice write per family).
@@ -388,8 +389,10 @@ class MinSyncSweep:
                 time.sleep(max(2.0, period + 1))  # the start-up syncs must not land in the window
                 m0 = ctx.scrape()
                 with Churn(ctx.fleet, others, ctx.opts.churn_rate) as churn:
+                    # kube-proxy REJECTs a Service without endpoints: only a refusal shows a removal here, and
+                    # the timeouts seen under churn at long periods are recorded as stalls (stall_ms), not as it.
                     flips = latency.programming_latency(ctx.fleet, probe, ctx.client, changes=ctx.opts.min_sync_flips,
-                                                        gap_s=1.2)
+                                                        gap_s=1.2, rejects=True)
                 # programming_latency writes once to start from ready, once per flip, once more to end ready
                 changes = churn.changes + churn.restored + 1 + len(flips) + len(flips) % 2
                 time.sleep(period + 1.5)  # the last batch's sync, into the histogram
@@ -407,7 +410,8 @@ class MinSyncSweep:
         lat = np.array([r["latency_s"] for r in flips]) * 1000
         for i, v in enumerate(lat):
             ctx.rec.record_sample(C.MIN_SYNC, v, i, scale=ctx.scale, phase=ctx.phase,
-                                  resolution_ms=flips[i]["resolution_s"] * 1000, evidence=flips[i]["evidence"], **tag)
+                                  resolution_ms=flips[i]["resolution_s"] * 1000, evidence=flips[i]["evidence"],
+                                  stall_ms=flips[i]["stall_ms"], **tag)
         for q in (50, 90):
             ctx.add(C.MIN_SYNC, f"p{q}", float(np.percentile(lat, q)), source="datapath", **tag)
         ctx.add(C.MIN_SYNC, "max", float(lat.max()), source="datapath", **tag)
