@@ -156,7 +156,7 @@ FIRST_PACKET = Metric(
 NPL_DP = Metric(
     "npl", "ms", "Network programming latency in the datapath: API write → first probe that sees the change (probes "
     "≤ 10 ms apart). Samples carry target (endpoint_ready, endpoint_not_ready, service_create), resolution_ms, api_ms, "
-    "evidence (ok, refused, timeout: what showed the change); "
+    "evidence (ok, refused, timeout: what showed the change), stall_ms (longest run of connect timeouts while waiting); "
     "p50/p90/p99 are over endpoint flips only.", ("sample", *_PCT, "max_resolution"),
     "samples kept; percentiles of the flips (creates are two writes, the second inside minSyncPeriod)", (NPL,),
     ("npl", TABLE, BASELINE))
