@@ -132,3 +132,26 @@ def test_min_sync_rows_show_batching():
         assert per.loc[10.0, "changes_per_sync"] > per.loc[1.0, "changes_per_sync"] > per.loc[0.0, "changes_per_sync"]
         assert per.loc[0.0, "cpu_per_change"] > 3 * per.loc[1.0, "cpu_per_change"]
         assert set(g["configz_min_sync"]) == {"0s", "1s", "5s", "10s"}
+
+
+MINSYNC = Path(__file__).parent / "data" / "perf-minsync"
+
+
+def test_sweep_flips_follow_the_period_and_the_report_shows_stalls(tmp_path):
+    """24 flips per period, removals seen only by refusals: each flip waits for the next sync window, so the
+    median follows the period (flips start 1.2 s after a sync). The 1 s-of-timeouts rule had given 2 ms
+    "removals" at 10 s in this mode; the stalls that caused them are a column of their own."""
+    from proxysuite.report import compare
+
+    run = next(p for p in MINSYNC.iterdir() if p.is_dir())
+    df, _ = frames.load([run])
+    samples = df[(df["metric"] == "min_sync") & (df["kind"] == "sample")]
+    assert set(samples[samples["evidence"] != "ok"]["evidence"].str.split(",").str[0]) == {"refused"}
+    p50 = samples.groupby("min_sync_period_s")["value"].median()
+    for period in (1.0, 5.0, 10.0):
+        assert 0.6 * (period - 1.2) * 1000 < p50[period] < period * 1000, (period, p50[period])
+    assert compare.main(["compare-modes", str(run), "-o", str(tmp_path)]) == 0
+    tune = (tmp_path / "summary.md").read_text().split("## Tuning: minSyncPeriod under endpoint churn")[1].split("\n## ")[0]
+    assert "| longest stall |" in tune
+    ten = next(line for line in tune.splitlines() if line.startswith("| iptables | 1,000 | 10 s |"))
+    assert ten.rstrip(" |").endswith(" ms") and float(ten.split("|")[-2].split()[0]) > 1000

@@ -268,9 +268,13 @@ def min_sync_table(df: pd.DataFrame) -> pd.DataFrame:
     s = df[(df["metric"] == C.MIN_SYNC.name) & (df["kind"] == "summary")]
     if s.empty or "min_sync_period_s" not in s.columns:
         return pd.DataFrame()
+    samples = df[(df["metric"] == C.MIN_SYNC.name) & (df["kind"] == "sample")]
     rows = []
     for (mode, scale, period), g in s.groupby(["mode", "scale", "min_sync_period_s"]):
         v = dict(zip(g["stat"], g["value"]))
+        # The longest run of unanswered connects during any wait (runs before the column existed show "–").
+        mine = samples[(samples["mode"] == mode) & (samples["scale"] == scale) & (samples["min_sync_period_s"] == period)]
+        stall = mine["stall_ms"].max() if "stall_ms" in mine and mine["stall_ms"].notna().any() else None
         cfg = g["configz_min_sync"].dropna().iloc[0] if "configz_min_sync" in g and g["configz_min_sync"].notna().any() else "–"
         rows.append({"series": mode, "Services": f"{int(scale):,}", "minSyncPeriod": f"{period:g} s", "configz": cfg,
                      "flip p50": f"{v.get('p50', float('nan')):.0f} ms", "flip p90": f"{v.get('p90', float('nan')):.0f} ms",
@@ -278,5 +282,6 @@ def min_sync_table(df: pd.DataFrame) -> pd.DataFrame:
                      "syncs": f"{v.get('syncs', 0):.0f}", "changes/sync": f"{v.get('changes_per_sync', float('nan')):.1f}",
                      "sync mean": f"{v.get('sync_mean', float('nan')) * 1000:.0f} ms",
                      "CPU per change": f"{v.get('cpu_per_change', float('nan')):.1f} ms",
-                     "proxy CPU": f"{v.get('cpu_cores', float('nan')) * 100:.0f} %"})
+                     "proxy CPU": f"{v.get('cpu_cores', float('nan')) * 100:.0f} %",
+                     "longest stall": "–" if stall is None else f"{stall:.0f} ms"})
     return pd.DataFrame(rows)
