@@ -334,6 +334,15 @@ def test_node_exec_is_docker_exec_into_the_node_container(tools):
     assert tools.commands() == [["docker", "exec", "ps-t-worker", "iptables-save"]] * 2
 
 
+def test_proxy_http_on_the_control_plane_is_curl_in_its_container(tools):
+    # The migration suite asks every node that runs kube-proxy, the control plane too, for /proxyMode.
+    cluster = make_cluster(tools)
+    tools.script([{"tool": "docker", "match": ["exec", "ps-t-control-plane", "curl"], "stdout": "nftables\n200"}])
+    assert cluster.proxy_http("ps-t-control-plane", 10249, "/proxyMode") == (200, "nftables")
+    assert tools.commands() == [["docker", "exec", "ps-t-control-plane", "curl", "-sS", "-m", "5", "-w", "\n%{http_code}",
+                                 "http://127.0.0.1:10249/proxyMode"]]
+
+
 def test_proxy_http_execs_the_engine_in_a_host_network_pod_on_the_node(tools):
     cluster = make_cluster(tools)
     sd = tools.state / "kind" / "ps-t"
