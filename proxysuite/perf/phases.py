@@ -389,8 +389,8 @@ class MinSyncSweep:
                 time.sleep(max(2.0, period + 1))  # the start-up syncs must not land in the window
                 m0 = ctx.scrape()
                 with Churn(ctx.fleet, others, ctx.opts.churn_rate) as churn:
-                    # kube-proxy REJECTs a Service without endpoints: only a refusal shows a removal here, and
-                    # the timeouts seen under churn at long periods are recorded as stalls (stall_ms), not as it.
+                    # kube-proxy REJECTs a Service without endpoints: only a refusal shows a removal here (IPv4;
+                    # see flip_latency), and the timeouts seen under churn at long periods are recorded as stalls.
                     flips = latency.programming_latency(ctx.fleet, probe, ctx.client, changes=ctx.opts.min_sync_flips,
                                                         gap_s=1.2, rejects=True)
                 # programming_latency writes once to start from ready, once per flip, once more to end ready
