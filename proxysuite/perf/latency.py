@@ -214,8 +214,10 @@ def flip_latency(fleet, svc, vantage, ready: bool, rejects: bool = False) -> dic
     One poller per family probes that family's cluster IP from before the write; each family's latency runs
     from the start of its own slice write (a dual-stack Service has one EndpointSlice per family)."""
     families = fleet.families
-    # An IPv6 Service without endpoints was never seen refusing by these 5 ms probes: CI's dual-stack smoke sent
-    # 20,200 over 120 s and every one timed out. So the refusal-only rule is for IPv4; IPv6 keeps the held timeouts.
+    # An IPv6 Service without endpoints never refuses a 5 ms probe where nodes share the client's kernel: the ICMPv6
+    # error for the first SYN arrives while connect() holds the socket lock and is dropped (TcpExtLockDroppedIcmps;
+    # the refusal comes with the retransmit at 1 s, see suites/conformance/test_no_endpoints.py ODD_TIMEOUT). CI's
+    # dual-stack smoke: 20,200 probes over 120 s, all timeouts. So the refusal-only rule is for IPv4.
     pollers = {f: Poller(vantage, svc.ip(f), 80, ready, rejects=rejects and f == "ipv4") for f in families}
     time.sleep(0.03)  # let the pollers get going before the write
     t0 = time.time()
