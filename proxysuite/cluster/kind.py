@@ -683,7 +683,7 @@ class KindCluster(KubectlCluster):
         self.kubectl.run("patch", "configmap", "-n", "kube-system", "kube-proxy", "--type", "merge",
                          "-p", json.dumps({"data": {"config.conf": yaml.safe_dump(conf, sort_keys=False)}}))
         # Every node the DaemonSet runs on, the control plane too: its proxy switches as well and is audited.
-        old = {n: self._proxy_pod(n)[1] for n in [*(w.name for w in self.nodes()), f"{self.config.name}-control-plane"]}
+        old = {n: self._proxy_pod(n)[1] for n in [*(w.name for w in self.nodes()), self.control_plane]}
         old = {n: pod for n, pod in old.items() if pod}
         progress(f"kube-proxy ConfigMap: mode {from_mode} -> {to_mode}; kubectl rollout restart daemonset kube-proxy")
         begun = time.time()
@@ -740,7 +740,7 @@ class KindCluster(KubectlCluster):
     def _pods_on_this_kernel(self) -> bool:
         """Whether the node containers' processes are processes of this machine (an engine on this kernel)."""
         if self._pods_here is None:
-            node = f"{self.config.name}-control-plane"
+            node = self.control_plane
             proc = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}} {{.Id}}", node], capture_output=True, text=True)
             pid, _, cid = proc.stdout.strip().partition(" ")
             self._pods_here = proc.returncode == 0 and pid.isdigit() and kindsetup_podns.engine_shares_kernel(int(pid), cid)
@@ -786,11 +786,16 @@ class KindCluster(KubectlCluster):
         return kindsetup_podns.children_cpu_seconds(self.kubectl.json("get", "pod", pod, "-n", ns)["metadata"]["uid"])
 
     # --- nodes and the proxy -------------------------------------------------------------------------
+    @property
+    def control_plane(self) -> str:
+        """kind's name for the (single) control-plane node's container."""
+        return f"{self.config.name}-control-plane"
+
     def node_exec(self, node: str, argv: list[str], timeout: float = 30) -> str:
         return run_tool(["docker", "exec", node, *argv], timeout=timeout).stdout
 
     def proxy_http(self, node: str, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
-        if node != f"{self.config.name}-control-plane":
+        if node != self.control_plane:
             return super().proxy_http(node, port, path, host)
         # The control plane runs no host pod of the suite (it is tainted); its container is the node's own
         # network namespace, where kube-proxy listens, so curl there sees what a host pod would. (Decided by
